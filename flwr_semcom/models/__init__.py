@@ -1,0 +1,8 @@
+"""Models: modality encoders, JSCC heads, server decoder, VQ-VAE transceiver, classifier.
+
+Each model returns a dict (CompressAI style) that losses and metrics consume by key.
+"""
+
+from flwr_semcom.registry import Registry
+
+MODELS: Registry = Registry("model")
