@@ -1,0 +1,47 @@
+"""The Flower ClientApp: a thin dispatch of message types to the library's handlers.
+
+What an edge box installs and runs. Each algorithm keeps its client-side handlers in its
+own module, which exposes ``ACTIONS: dict[str, handler]`` mapping a Flower message type
+(``"train.<name>"``, ``"evaluate.<name>"`` or ``"query.<name>"``) to
+``handler(msg: Message, context: Context) -> Message``. All client state lives in
+``context.state`` (see ../shared/FLOWER_NOTES.md §3): nothing survives in globals.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+Handler = Callable[[Message, Context], Message]
+
+#: Modules that contribute client actions (each has an ``ACTIONS`` dict).
+ACTION_MODULES: tuple[str, ...] = ()
+
+app = ClientApp()
+
+
+def collect_actions() -> dict[str, Handler]:
+    """All registered actions; a duplicate message type is an error."""
+    actions: dict[str, Handler] = {}
+    for name in ACTION_MODULES:
+        module = importlib.import_module(name)
+        for message_type, handler in module.ACTIONS.items():
+            if message_type in actions:
+                raise ValueError(f"client action {message_type!r} registered twice ({name})")
+            actions[message_type] = handler
+    return actions
+
+
+def _register(message_type: str, handler: Handler) -> None:
+    kind, _, action = message_type.partition(".")
+    if kind not in ("train", "evaluate", "query"):
+        raise ValueError(f"message type must start with train/evaluate/query: {message_type!r}")
+    decorator = getattr(app, kind)(action or None)
+    decorator(handler)
+
+
+for _type, _handler in collect_actions().items():
+    _register(_type, _handler)

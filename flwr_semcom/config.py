@@ -1,0 +1,255 @@
+"""One config source: compose `conf/` with hydra and validate it.
+
+The Flower run config (``[tool.flwr.app.config]`` / ``--run-config``) carries only two keys:
+``experiment`` (a file of ``conf/experiment/``) and ``overrides`` (hydra overrides such as
+``"channel.snr_db=5 strategy.rounds=2"``). The ServerApp and every ClientApp call
+:func:`config_from_run_config` and so compose the same tree; no value has a default in two
+places.
+
+Validation is table-driven: :data:`RULES` maps a dotted key to a check and a description of
+the valid range. Modules that own a config group add their rules with :func:`add_rules`.
+Every failure is a :class:`ConfigError` whose message is one line naming the key and the
+valid range.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RUN_CONFIG_KEYS = ("experiment", "overrides")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration key or value (one line: key, value, valid range)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A check for one config key; ``valid`` describes the accepted range for messages."""
+
+    check: Callable[[Any], bool]
+    valid: str
+    required: bool = True
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def int_range(lo: int | None = None, hi: int | None = None) -> Rule:
+    lo_s = "-inf" if lo is None else str(lo)
+    hi_s = "inf" if hi is None else str(hi)
+    return Rule(
+        lambda v: _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi),
+        f"an integer in [{lo_s}, {hi_s}]",
+    )
+
+
+def float_range(
+    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
+) -> Rule:
+    def check(v: Any) -> bool:
+        if not _is_num(v):
+            return False
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        return not (hi is not None and v > hi)
+
+    left = "(" if lo_open else "["
+    lo_s = "-inf" if lo is None else f"{lo:g}"
+    hi_s = "inf" if hi is None else f"{hi:g}"
+    return Rule(check, f"a finite number in {left}{lo_s}, {hi_s}]")
+
+
+def one_of(*choices: Any) -> Rule:
+    return Rule(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def optional(rule: Rule) -> Rule:
+    return Rule(lambda v: v is None or rule.check(v), rule.valid + " or null")
+
+
+def device_rule() -> Rule:
+    def check(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        if v in ("auto", "cpu", "cuda"):
+            return True
+        return v.startswith("cuda:") and v[5:].isdigit()
+
+    return Rule(check, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+RULES: dict[str, Rule] = {
+    "seed": int_range(0, 2**31 - 1),
+    "device": device_rule(),
+    "num_threads": int_range(1, 256),
+    "paths.data_root": Rule(lambda v: v is None or isinstance(v, str), "a folder path or null"),
+    "paths.output_dir": Rule(lambda v: isinstance(v, str) and v != "", "a non-empty path"),
+    "experiment.name": Rule(lambda v: isinstance(v, str) and v != "", "a non-empty name"),
+    "experiment.runner": Rule(lambda v: isinstance(v, str) and v != "", "a runner name"),
+    "channel.name": one_of("awgn", "rayleigh", "dmc", "ideal"),
+    "channel.snr_db": Rule(
+        lambda v: _is_num(v) or (isinstance(v, (list, tuple)) and all(_is_num(x) for x in v)),
+        "a finite number of dB",
+        required=False,
+    ),
+    "channel.crossover": Rule(
+        lambda v: _is_num(v) and 0.0 <= v <= 1.0, "a number in [0, 1]", required=False
+    ),
+    "channel.csi": Rule(lambda v: v in ("perfect", "none"), "'perfect' or 'none'", required=False),
+}
+
+
+def add_rules(rules: Mapping[str, Rule]) -> None:
+    """Register validation rules for keys of a config group owned by another module."""
+    RULES.update(rules)
+
+
+def conf_dir() -> Path:
+    """The ``conf/`` folder: ``$FLWR_SEMCOM_CONF_DIR`` or the one beside the package."""
+    env = os.environ.get("FLWR_SEMCOM_CONF_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "conf"
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"config folder {path} has no config.yaml; set FLWR_SEMCOM_CONF_DIR")
+    return path
+
+
+def split_overrides(overrides: str | Sequence[str] | None) -> list[str]:
+    """Turn ``"a=1 b='x y'"`` (the Flower run config form) into hydra override strings."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        try:
+            return shlex.split(overrides)
+        except ValueError as err:
+            raise ConfigError(f"overrides: cannot parse {overrides!r} ({err})") from None
+    return [str(o) for o in overrides]
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _explain_hydra_error(err: BaseException, directory: Path) -> str:
+    """Rewrite hydra's messages as one line naming the key and what is valid."""
+    line = _one_line(err)
+    m = re.search(r"Could not override '([^']+)'", line)
+    if m:
+        return (
+            f"{m.group(1)}: unknown config key (not in conf/); "
+            "fix the spelling, or see `conf/` for the valid keys"
+        )
+    m = re.search(r"Could not find '([^'/]+)/([^']+)'", line)
+    if m:
+        group, option = m.groups()
+        valid = sorted(p.stem for p in (directory / group).glob("*.yaml"))
+        return f"{group}: unknown option {option!r}; valid names: {', '.join(valid)}"
+    return f"overrides: {line}"
+
+
+def compose_config(
+    experiment: str = "main", overrides: str | Sequence[str] | None = None
+) -> DictConfig:
+    """Compose ``conf/`` for ``experiment`` with hydra ``overrides`` and validate it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not isinstance(experiment, str) or not experiment:
+        raise ConfigError(f"experiment must be a non-empty name, got {experiment!r}")
+    items = split_overrides(overrides)
+    directory = conf_dir()
+    valid_experiments = sorted(p.stem for p in (directory / "experiment").glob("*.yaml"))
+    if experiment not in valid_experiments:
+        raise ConfigError(
+            f"experiment: unknown {experiment!r}; valid names: {', '.join(valid_experiments)}"
+        )
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"experiment={experiment}", *items])
+    except Exception as err:  # hydra raises several types; all mean a bad override
+        raise ConfigError(_explain_hydra_error(err, directory)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    validate_config(cfg)
+    return cfg
+
+
+def _lookup(cfg: DictConfig, key: str) -> tuple[bool, Any]:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return False, None
+        node = node[part]
+    if isinstance(node, DictConfig):
+        return True, OmegaConf.to_container(node, resolve=True)
+    if OmegaConf.is_list(node):
+        return True, OmegaConf.to_container(node, resolve=True)
+    return True, node
+
+
+def _group_present(cfg: DictConfig, key: str) -> bool:
+    head = key.split(".")[0]
+    return head in cfg
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check every key with a rule; raise :class:`ConfigError` on the first violation."""
+    for key, rule in RULES.items():
+        found, value = _lookup(cfg, key)
+        if not found:
+            if rule.required and _group_present(cfg, key):
+                raise ConfigError(f"{key}: missing; expected {rule.valid}")
+            continue
+        if not rule.check(value):
+            raise ConfigError(f"{key}: invalid value {value!r}; expected {rule.valid}")
+
+
+@lru_cache(maxsize=8)
+def _cached(experiment: str, overrides: str) -> DictConfig:
+    return compose_config(experiment, overrides)
+
+
+def config_from_run_config(run_config: Mapping[str, Any]) -> DictConfig:
+    """Compose the config selected by a Flower run config (cached per process)."""
+    unknown = sorted(set(run_config) - set(RUN_CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"run config: unknown key(s) {', '.join(unknown)}; valid keys: "
+            + ", ".join(RUN_CONFIG_KEYS)
+        )
+    experiment = run_config.get("experiment", "main")
+    overrides = run_config.get("overrides", "")
+    if not isinstance(experiment, str) or not isinstance(overrides, str):
+        raise ConfigError("run config: experiment and overrides must be strings")
+    cfg = _cached(experiment, overrides)
+    return cfg.copy()
+
+
+def resolve_device(setting: str) -> str:
+    """Map the ``device`` setting to a torch device string; 'cuda' without a GPU is an error."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device: {setting!r} requested but torch sees no CUDA GPU; valid here: 'auto', 'cpu'"
+        )
+    return setting

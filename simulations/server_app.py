@@ -1,0 +1,49 @@
+"""The Flower ServerApp: compose the config, run the selected experiment runner.
+
+``flwr run .`` (or ``semcom-run``) → :func:`main` → ``config_from_run_config`` composes
+``conf/`` for the run config's ``experiment`` and ``overrides`` → the runner named by
+``cfg.experiment.runner`` (``simulations/experiments/<runner>.py``, function
+``run(grid, cfg, context) -> dict``) drives the strategies and writes the results folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from logging import ERROR, INFO
+from typing import Any
+
+from flwr.app import Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+import simulations.experiments as experiments_pkg
+from flwr_semcom.config import ConfigError, config_from_run_config
+
+app = ServerApp()
+
+
+def runner_names() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(experiments_pkg.__path__))
+
+
+def load_runner(name: str) -> Any:
+    """Return ``simulations.experiments.<name>.run``; unknown names list the valid ones."""
+    names = runner_names()
+    if name not in names:
+        raise ConfigError(
+            f"experiment.runner: unknown {name!r}; valid names: {', '.join(names)}"
+        )
+    return importlib.import_module(f"simulations.experiments.{name}").run
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    try:
+        cfg = config_from_run_config(context.run_config)
+        runner = load_runner(cfg.experiment.runner)
+    except ConfigError as err:
+        log(ERROR, "configuration error: %s", err)
+        raise
+    log(INFO, "flwr-semcom: experiment=%s runner=%s", cfg.experiment.name, cfg.experiment.runner)
+    runner(grid, cfg, context)
