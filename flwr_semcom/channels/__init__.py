@@ -12,6 +12,7 @@ from torch import nn
 
 from flwr_semcom.registry import Registry
 
+from .awgn import AWGNChannel
 from .base import (
     AnalogChannel,
     channel_uses,
@@ -22,9 +23,14 @@ from .base import (
     validate_snr_db,
 )
 from .dmc import DiscreteMemorylessChannel
+from .ideal import IdealChannel
+from .rayleigh import RayleighChannel
 
 CHANNELS: Registry[nn.Module] = Registry("channel")
+CHANNELS.register("awgn")(AWGNChannel)
+CHANNELS.register("rayleigh")(RayleighChannel)
 CHANNELS.register("dmc")(DiscreteMemorylessChannel)
+CHANNELS.register("ideal")(IdealChannel)
 
 
 def build_channel(name: str, **kwargs: Any) -> nn.Module:
@@ -40,8 +46,11 @@ def build_channel(name: str, **kwargs: Any) -> nn.Module:
 
 __all__ = [
     "CHANNELS",
+    "AWGNChannel",
     "AnalogChannel",
     "DiscreteMemorylessChannel",
+    "IdealChannel",
+    "RayleighChannel",
     "build_channel",
     "channel_uses",
     "noise_variance",
