@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -323,3 +325,14 @@ def test_freeze_and_byte_counts() -> None:
     assert parameter_nbytes(tx, trainable_only=True) == 4 * head
     unfreeze(tx)
     assert count_parameters(tx, trainable_only=True) == total
+
+
+# ---------------------------------------------------------------- docs
+
+
+def test_docs_example_runs() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "docs/models.md has no python example"
+    for block in blocks:
+        exec(compile(block, "docs/models.md", "exec"), {})
