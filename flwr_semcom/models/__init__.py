@@ -6,3 +6,6 @@ Each model returns a dict (CompressAI style) that losses and metrics consume by 
 from flwr_semcom.registry import Registry
 
 MODELS: Registry = Registry("model")
+
+# Imported after MODELS exists: the modules register themselves with it.
+from flwr_semcom.models import decoder, encoders  # noqa: E402,F401

@@ -1,0 +1,43 @@
+"""Experiment ``node_check``: ask every node what it runs on, write it to a results folder.
+
+Run it first on a new deployment (``semcom-run --experiment node_check``) to see that every
+SuperNode answers, with which torch/flwr versions, and whether it will use a GPU.
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from omegaconf import DictConfig
+
+from flwr_semcom.results import Results, new_run_dir
+from simulations.common import output_root, wait_for_nodes
+
+
+def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
+    nodes = wait_for_nodes(grid, int(cfg.experiment.num_nodes), timeout=float(cfg.experiment.wait))
+    msgs = [
+        Message(RecordDict({"config": ConfigRecord({"device": str(cfg.device)})}), n, "query.node_info")
+        for n in nodes
+    ]
+    replies = list(grid.send_and_receive(msgs, timeout=float(cfg.experiment.wait)))
+    results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
+    results.save_config(cfg)
+    failed = [r for r in replies if r.has_error()]
+    for r in replies:
+        if r.has_error():
+            log(INFO, "node %s failed: %s", r.metadata.src_node_id, r.error.reason)
+            continue
+        info = dict(r.content["info"])
+        results.add({"node_id": r.metadata.src_node_id, **info})
+        log(INFO, "node %s: %s", r.metadata.src_node_id, info)
+    summary = {"nodes": len(nodes), "answered": len(replies) - len(failed), "failed": len(failed)}
+    results.write_summary(summary)
+    log(INFO, "results folder: %s", results.dir.resolve())
+    if failed or len(replies) < len(nodes):
+        raise RuntimeError(f"node_check: {summary}")
+    return summary
