@@ -18,6 +18,7 @@ from flwr_semcom.data.mixed import MIXED_NUM_CLASSES, MixedSource
 from flwr_semcom.data.mnist import find_mnist_files, load_mnist, load_mnist_any
 from flwr_semcom.data.root import resolve_data_root
 from flwr_semcom.data.splits import stratified_split
+from flwr_semcom.data.synthetic_rgbd import SyntheticRGBD
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -31,6 +32,7 @@ __all__ = [
     "ImageArrays",
     "ImageDataset",
     "MixedSource",
+    "SyntheticRGBD",
     "find_mnist_files",
     "load_cifar10",
     "load_mnist",
