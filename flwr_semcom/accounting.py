@@ -42,6 +42,10 @@ def payload_bytes(payload: torch.Tensor | np.ndarray | Iterable[Any] | Mapping[s
         return int(payload.nbytes)
     if isinstance(payload, Mapping):
         return sum(payload_bytes(v) for v in payload.values())
+    if isinstance(payload, (str, bytes)):
+        raise TypeError(
+            f"payload must be a tensor, ndarray or collection of them, got {type(payload)}"
+        )
     if isinstance(payload, Iterable):
         return sum(payload_bytes(v) for v in payload)
     raise TypeError(f"payload must be a tensor, ndarray or collection of them, got {type(payload)}")
@@ -62,6 +66,10 @@ class Transfer:
     @property
     def bits(self) -> int:
         return 8 * self.bytes
+
+
+_COLUMNS = tuple(f.name for f in fields(Transfer))
+_SUMMABLE = ("bytes", "bits", "channel_uses")
 
 
 class CommLedger:
@@ -114,7 +122,20 @@ class CommLedger:
         ``where`` values may be a single value or a tuple/list/set of accepted values,
         and ``round`` may also be given as ``max_round`` (inclusive) for cumulative sums.
         """
+        if field not in _SUMMABLE:
+            raise ValueError(f"field must be one of {_SUMMABLE}, got {field!r}")
+        unknown = sorted(set(where) - set(_COLUMNS) - {"max_round"})
+        if unknown:
+            raise ValueError(f"unknown filter(s) {unknown}; valid: {_COLUMNS + ('max_round',)}")
         max_round = where.pop("max_round", None)
+        # clients are stored as strings: accept ints (node ids, partition ids) in filters
+        if "client" in where:
+            want_c = where["client"]
+            where["client"] = (
+                tuple(str(c) for c in want_c)
+                if isinstance(want_c, (tuple, list, set, frozenset))
+                else str(want_c)
+            )
         total = 0
         for row in self._rows:
             if max_round is not None and row.round > max_round:
@@ -149,9 +170,12 @@ class CommLedger:
 
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]]) -> CommLedger:
+        """Rebuild a ledger from dict rows (e.g. ``csv.DictReader`` or JSON), casting types."""
         ledger = cls()
-        names = [f.name for f in fields(Transfer)]
-        ledger.extend(Transfer(**{k: rec[k] for k in names}) for rec in records)
+        casts = {"bytes": int, "channel_uses": int, "round": int}
+        ledger.extend(
+            Transfer(**{k: casts.get(k, str)(rec[k]) for k in _COLUMNS}) for rec in records
+        )
         return ledger
 
     def write_csv(self, path: str | Path) -> None:

@@ -181,20 +181,17 @@ def test_record_validation(kwargs: dict[str, object], message: str) -> None:
 # start failing as XPASS once fixed, so the marker gets removed.
 
 
-@pytest.mark.xfail(strict=True, reason="record() stores client as str; an int filter misses it")
 def test_total_filter_by_int_client() -> None:
     led = CommLedger()
     led.record(direction="up", stage="eval", kind="x", nbytes=8, client=3)
     assert led.total(client=3) == 8
 
 
-@pytest.mark.xfail(strict=True, reason="unknown field/filter raises AttributeError")
 def test_total_unknown_field_raises_value_error() -> None:
     with pytest.raises(ValueError, match="field"):
         _ledger().total("bitz")
 
 
-@pytest.mark.xfail(strict=True, reason="from_records keeps CSV strings; totals then fail")
 def test_csv_rows_load_without_manual_casts(tmp_path: Path) -> None:
     led = _ledger()
     led.write_csv(tmp_path / "l.csv")
@@ -203,7 +200,6 @@ def test_csv_rows_load_without_manual_casts(tmp_path: Path) -> None:
     assert back.total() == led.total()
 
 
-@pytest.mark.xfail(strict=True, reason="a str payload recurses forever (RecursionError)")
 def test_str_payload_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         payload_bytes("abc")
