@@ -59,9 +59,7 @@ def int_range(lo: int | None = None, hi: int | None = None) -> Rule:
     )
 
 
-def float_range(
-    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
-) -> Rule:
+def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Rule:
     def check(v: Any) -> bool:
         if not _is_num(v):
             return False

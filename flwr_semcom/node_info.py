@@ -20,7 +20,9 @@ def node_info(msg: Message, context: Context) -> Message:
     """Reply with versions, device selection and the node config of this SuperNode."""
     import flwr
 
-    setting = str(msg.content["config"].get("device", "auto")) if "config" in msg.content else "auto"
+    setting = (
+        str(msg.content["config"].get("device", "auto")) if "config" in msg.content else "auto"
+    )
     record = ConfigRecord(
         {
             "hostname": socket.gethostname(),

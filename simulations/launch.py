@@ -88,7 +88,9 @@ def num_nodes_for(cfg: Any) -> int:
 def gpu_check(num_gpus: float) -> None:
     """Fail early and clearly when GPUs are requested but none is visible."""
     if num_gpus < 0:
-        raise SystemExit(f"error: --num-gpus must be >= 0 (a fraction such as 0.25), got {num_gpus}")
+        raise SystemExit(
+            f"error: --num-gpus must be >= 0 (a fraction such as 0.25), got {num_gpus}"
+        )
     if num_gpus > 0:
         import torch
 
@@ -188,20 +190,28 @@ def _wait_health(port: int, proc: subprocess.Popen[bytes], log_file: Path, timeo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"error: flower-superlink exited with code {proc.returncode}; see {log_file}")
+            raise SystemExit(
+                f"error: flower-superlink exited with code {proc.returncode}; see {log_file}"
+            )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).is_success:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"error: flower-superlink did not start within {timeout:.0f} s; see {log_file}")
+    raise SystemExit(
+        f"error: flower-superlink did not start within {timeout:.0f} s; see {log_file}"
+    )
 
 
 def run_status(flwr: str, run_id: int, connection: str, env: dict[str, str], cwd: str) -> str:
     out = subprocess.run(
         [flwr, "list", connection, "--run-id", str(run_id), "--format", "json"],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
     )
     try:
         data = json.loads(out.stdout)
@@ -218,13 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semcom-run", description=__doc__.split("\n")[0])
     p.add_argument("--experiment", default=None, help="conf/experiment/<name>.yaml (default: main)")
     p.add_argument("--overrides", default="", help='hydra overrides, e.g. "channel.snr_db=5"')
-    p.add_argument("--num-supernodes", type=int, default=None, help="default: what the experiment needs")
+    p.add_argument(
+        "--num-supernodes", type=int, default=None, help="default: what the experiment needs"
+    )
     p.add_argument("--num-cpus", type=int, default=1, help="CPUs per simulated client (int)")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per client, e.g. 0.25")
     p.add_argument("--superlink", default=None, help="address of a running (deployment) SuperLink")
     p.add_argument("--root-certificates", default=None, help="CA cert for a TLS SuperLink")
     p.add_argument("--flwr-home", default=str(PROJECT_ROOT / ".flwr-home"))
-    p.add_argument("--timeout", type=float, default=7200.0, help="seconds before the run is stopped")
+    p.add_argument(
+        "--timeout", type=float, default=7200.0, help="seconds before the run is stopped"
+    )
     return p
 
 
@@ -273,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.superlink:
             lines = [f"[superlink.{connection}]", f"address = {_toml_str(args.superlink)}"]
             if args.root_certificates:
-                lines.append(f"root-certificates = {_toml_str(str(Path(args.root_certificates).resolve()))}")
+                lines.append(
+                    f"root-certificates = {_toml_str(str(Path(args.root_certificates).resolve()))}"
+                )
             else:
                 lines.append("insecure = true")
             fed_args: list[str] = []
@@ -281,22 +297,51 @@ def main(argv: list[str] | None = None) -> int:
             port, control = _free_port(), _free_port()
             log_file = flwr_home / "superlink.log"
             link = guard.start(
-                [_flwr_bin("flower-superlink"), "--insecure", "--simulation",
-                 "--disable-runtime-dependency-installation",
-                 "--control-api-address", f"127.0.0.1:{control}",
-                 "--host", "127.0.0.1", "--port", str(port), "--log-file", str(log_file)],
-                env=env, cwd=neutral, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    _flwr_bin("flower-superlink"),
+                    "--insecure",
+                    "--simulation",
+                    "--disable-runtime-dependency-installation",
+                    "--control-api-address",
+                    f"127.0.0.1:{control}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-file",
+                    str(log_file),
+                ],
+                env=env,
+                cwd=neutral,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-            print(f"[semcom-run] SuperLink pid {link.pid} on 127.0.0.1:{port} (log {log_file})", flush=True)
+            print(
+                f"[semcom-run] SuperLink pid {link.pid} on 127.0.0.1:{port} (log {log_file})",
+                flush=True,
+            )
             _wait_health(port, link, log_file, timeout=60)
-            lines = [f"[superlink.{connection}]", f'address = "127.0.0.1:{port}"', "insecure = true"]
+            lines = [
+                f"[superlink.{connection}]",
+                f'address = "127.0.0.1:{port}"',
+                "insecure = true",
+            ]
             fed = f"num-supernodes={nodes} client-resources-num-cpus={args.num_cpus} client-resources-num-gpus={args.num_gpus}"
             fed_args = ["--federation-config", fed]
         (flwr_home / "config.toml").write_text(
-            "[superlink]\n" f'default = "{connection}"\n\n' + "\n".join(lines) + "\n"
+            f'[superlink]\ndefault = "{connection}"\n\n' + "\n".join(lines) + "\n"
         )
-        cmd = [flwr, "run", str(PROJECT_ROOT), connection, "--run-config", run_config, *fed_args,
-               "--format", "json"]
+        cmd = [
+            flwr,
+            "run",
+            str(PROJECT_ROOT),
+            connection,
+            "--run-config",
+            run_config,
+            *fed_args,
+            "--format",
+            "json",
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=neutral, timeout=300)
         run_id = _parse_run_id(out.stdout)
         if run_id is None:
@@ -304,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
             print("error: `flwr run` did not start a run (see above)", file=sys.stderr)
             return 1
         print(f"[semcom-run] run {run_id}: experiment={experiment} nodes={nodes}", flush=True)
-        streamer = guard.start([flwr, "log", str(run_id), connection, "--stream"], env=env, cwd=neutral)
+        streamer = guard.start(
+            [flwr, "log", str(run_id), connection, "--stream"], env=env, cwd=neutral
+        )
         deadline = time.monotonic() + args.timeout
         status = "running"
         while time.monotonic() < deadline:
@@ -313,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             if status.startswith("finished"):
                 break
         else:
-            subprocess.run([flwr, "stop", str(run_id), connection], env=env, cwd=neutral, timeout=60)
+            subprocess.run(
+                [flwr, "stop", str(run_id), connection], env=env, cwd=neutral, timeout=60
+            )
             status = "finished:timeout"
         try:
             streamer.wait(timeout=10)

@@ -31,9 +31,7 @@ def load_runner(name: str) -> Any:
     """Return ``simulations.experiments.<name>.run``; unknown names list the valid ones."""
     names = runner_names()
     if name not in names:
-        raise ConfigError(
-            f"experiment.runner: unknown {name!r}; valid names: {', '.join(names)}"
-        )
+        raise ConfigError(f"experiment.runner: unknown {name!r}; valid names: {', '.join(names)}")
     return importlib.import_module(f"simulations.experiments.{name}").run
 
 

@@ -15,16 +15,28 @@ ROOT = Path(__file__).resolve().parents[1]
 def _launch(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "simulations.launch", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def _flower_processes() -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
     return [
-        line for line in out.splitlines()
-        if any(k in line for k in ("flower-superlink", "flower-superexec", "flwr-serverapp",
-                                    "flwr-simulation", "flwr-clientapp"))
+        line
+        for line in out.splitlines()
+        if any(
+            k in line
+            for k in (
+                "flower-superlink",
+                "flower-superexec",
+                "flwr-serverapp",
+                "flwr-simulation",
+                "flwr-clientapp",
+            )
+        )
         and " Z" not in line
     ]
 
@@ -50,8 +62,12 @@ def test_gpu_request_without_gpu_is_refused_clearly() -> None:
 def test_node_check_runs_under_flwr_run_and_cleans_up(tmp_path: Path) -> None:
     before = _flower_processes()
     res = _launch(
-        "--experiment", "node_check", "--overrides", f"paths.output_dir={tmp_path}",
-        "--flwr-home", str(tmp_path / "flwr-home"),
+        "--experiment",
+        "node_check",
+        "--overrides",
+        f"paths.output_dir={tmp_path}",
+        "--flwr-home",
+        str(tmp_path / "flwr-home"),
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "finished:completed" in res.stdout
@@ -66,9 +82,14 @@ def test_node_check_runs_under_flwr_run_and_cleans_up(tmp_path: Path) -> None:
 def test_failed_run_exits_nonzero_and_cleans_up(tmp_path: Path) -> None:
     before = _flower_processes()
     res = _launch(
-        "--experiment", "node_check", "--num-supernodes", "2",
-        "--overrides", f"experiment.num_nodes=3 experiment.wait=3 paths.output_dir={tmp_path}",
-        "--flwr-home", str(tmp_path / "flwr-home"),
+        "--experiment",
+        "node_check",
+        "--num-supernodes",
+        "2",
+        "--overrides",
+        f"experiment.num_nodes=3 experiment.wait=3 paths.output_dir={tmp_path}",
+        "--flwr-home",
+        str(tmp_path / "flwr-home"),
     )
     assert res.returncode == 1
     assert "finished:failed" in res.stdout

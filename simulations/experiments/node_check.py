@@ -21,7 +21,9 @@ from simulations.common import output_root, wait_for_nodes
 def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
     nodes = wait_for_nodes(grid, int(cfg.experiment.num_nodes), timeout=float(cfg.experiment.wait))
     msgs = [
-        Message(RecordDict({"config": ConfigRecord({"device": str(cfg.device)})}), n, "query.node_info")
+        Message(
+            RecordDict({"config": ConfigRecord({"device": str(cfg.device)})}), n, "query.node_info"
+        )
         for n in nodes
     ]
     replies = list(grid.send_and_receive(msgs, timeout=float(cfg.experiment.wait)))
