@@ -172,7 +172,7 @@ class CommLedger:
     def from_records(cls, records: Iterable[Mapping[str, Any]]) -> CommLedger:
         """Rebuild a ledger from dict rows (e.g. ``csv.DictReader`` or JSON), casting types."""
         ledger = cls()
-        casts = {"bytes": int, "channel_uses": int, "round": int}
+        casts: dict[str, Any] = {"bytes": int, "channel_uses": int, "round": int}
         ledger.extend(
             Transfer(**{k: casts.get(k, str)(rec[k]) for k in _COLUMNS}) for rec in records
         )

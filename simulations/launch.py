@@ -21,6 +21,7 @@ starts nothing (see docs/deployment.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -141,16 +142,12 @@ class ProcessGuard:
         family = [d for p in self.procs for d in descendants(p.pid)]
         for proc in reversed(self.procs):
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + grace
         for proc in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         for pid in family:  # detached children (superexec, serverapp, ray) first get SIGTERM
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -159,21 +156,15 @@ class ProcessGuard:
         for pid in family:
             _signal(pid, signal.SIGKILL)
         for proc in self.procs:  # kill leftovers of each group
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _alive(pid: int) -> bool:
@@ -326,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
                 f'address = "127.0.0.1:{port}"',
                 "insecure = true",
             ]
-            fed = f"num-supernodes={nodes} client-resources-num-cpus={args.num_cpus} client-resources-num-gpus={args.num_gpus}"
+            fed = (
+                f"num-supernodes={nodes} client-resources-num-cpus={args.num_cpus} "
+                f"client-resources-num-gpus={args.num_gpus}"
+            )
             fed_args = ["--federation-config", fed]
         (flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "{connection}"\n\n' + "\n".join(lines) + "\n"
@@ -364,10 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                 [flwr, "stop", str(run_id), connection], env=env, cwd=neutral, timeout=60
             )
             status = "finished:timeout"
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             streamer.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         print(f"[semcom-run] run {run_id} {status}", flush=True)
         return 0 if status == "finished:completed" else 1
     except KeyboardInterrupt:
