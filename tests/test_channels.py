@@ -190,7 +190,7 @@ def test_rayleigh_no_csi_returns_raw_faded_signal() -> None:
 
 def test_rayleigh_per_sample_snr_and_gradient() -> None:
     snrs = torch.tensor([0.0, 30.0])
-    x = torch.randn(2, 4000, generator=_gen(6), requires_grad=True)
+    x = torch.randn(2, 40_000, generator=_gen(6), requires_grad=True)
     y, h = RayleighChannel(snrs)(x, generator=_gen(7), return_h=True)
     s = power_normalize(x.detach())
     for b in range(2):
