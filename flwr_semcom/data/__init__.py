@@ -16,6 +16,7 @@ from flwr_semcom.data.idx import MNIST_IMAGES_MAGIC, MNIST_LABELS_MAGIC, read_id
 from flwr_semcom.data.images import MNIST_CLASSES, SOURCE_NAMES, ImageArrays, ImageDataset
 from flwr_semcom.data.mixed import MIXED_NUM_CLASSES, MixedSource
 from flwr_semcom.data.mnist import find_mnist_files, load_mnist, load_mnist_any
+from flwr_semcom.data.nyu import NYU_CLASSES, NYUDepthV2
 from flwr_semcom.data.root import resolve_data_root
 from flwr_semcom.data.splits import stratified_split
 from flwr_semcom.data.synthetic_rgbd import SyntheticRGBD
@@ -32,6 +33,8 @@ __all__ = [
     "ImageArrays",
     "ImageDataset",
     "MixedSource",
+    "NYUDepthV2",
+    "NYU_CLASSES",
     "SyntheticRGBD",
     "find_mnist_files",
     "load_cifar10",
