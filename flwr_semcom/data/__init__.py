@@ -17,6 +17,15 @@ from flwr_semcom.data.images import MNIST_CLASSES, SOURCE_NAMES, ImageArrays, Im
 from flwr_semcom.data.mixed import MIXED_NUM_CLASSES, MixedSource
 from flwr_semcom.data.mnist import find_mnist_files, load_mnist, load_mnist_any
 from flwr_semcom.data.nyu import NYU_CLASSES, NYUDepthV2
+from flwr_semcom.data.partition import (
+    DeviceShard,
+    check_alignment,
+    dirichlet_partition,
+    ids_fingerprint,
+    iid_partition,
+    label_fraction_subset,
+    vertical_partition,
+)
 from flwr_semcom.data.root import resolve_data_root
 from flwr_semcom.data.splits import stratified_split
 from flwr_semcom.data.synthetic_rgbd import SyntheticRGBD
@@ -30,13 +39,19 @@ __all__ = [
     "SOURCE_NAMES",
     "DataFormatError",
     "DataNotFoundError",
+    "DeviceShard",
     "ImageArrays",
     "ImageDataset",
     "MixedSource",
     "NYUDepthV2",
     "NYU_CLASSES",
     "SyntheticRGBD",
+    "check_alignment",
+    "dirichlet_partition",
     "find_mnist_files",
+    "ids_fingerprint",
+    "iid_partition",
+    "label_fraction_subset",
     "load_cifar10",
     "load_mnist",
     "load_mnist_any",
@@ -44,4 +59,5 @@ __all__ = [
     "resolve_data_root",
     "stratified_split",
     "to_grayscale_28",
+    "vertical_partition",
 ]
