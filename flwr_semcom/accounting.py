@@ -209,6 +209,9 @@ class atomic_write:  # noqa: N801 - used as a context manager like open()
         assert self._fh is not None and self._tmp is not None
         self._fh.close()
         if exc_type is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes 0600; use the usual mode
             os.replace(self._tmp, self.path)
         else:
             os.unlink(self._tmp)

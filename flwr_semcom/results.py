@@ -47,8 +47,9 @@ def new_run_dir(output_root: str | Path, experiment: str) -> Path:
 class Results:
     """Accumulates metric rows and writes the results folder after every update."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, metrics_name: str = "metrics") -> None:
         self.dir = Path(run_dir)
+        self.metrics_name = metrics_name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
 
@@ -65,11 +66,11 @@ class Results:
         columns: list[str] = []
         for row in self.rows:
             columns.extend(k for k in row if k not in columns)
-        with atomic_write(self.dir / "metrics.csv") as fh:
+        with atomic_write(self.dir / f"{self.metrics_name}.csv") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(self.rows)
-        with atomic_write(self.dir / "metrics.json") as fh:
+        with atomic_write(self.dir / f"{self.metrics_name}.json") as fh:
             json.dump(self.rows, fh, indent=1)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:

@@ -1,0 +1,163 @@
+"""``semcom-sweep``: a hydra multirun over config values, one Flower run per point.
+
+Example (paper-style SNR × method grid)::
+
+    semcom-sweep --experiment main channel.snr_db=0,10,20 strategy.steps_per_message=1,4
+
+Each argument is a hydra override; comma lists, ``range(a,b[,step])`` and ``choice(...)``
+are expanded (hydra's own override grammar) and the cartesian product is run, one
+``semcom-run`` (one Flower run) per point. Results go to
+``outputs/sweeps/<experiment>/<timestamp>/``:
+
+- ``runs/<NNN>/<experiment>/<timestamp>/``: each point's own results folder;
+- ``sweep.csv`` / ``sweep.json``: one row per point — the swept values, the run's exit
+  status and the scalar entries of its ``summary.json`` (flattened, dotted keys);
+- ``sweep.png``: ``--metric`` against the first swept key, one line per combination of the
+  others.
+
+All points are validated before the first run starts. A failed point is recorded and the
+sweep goes on; the command exits 1 if any point failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from simulations.launch import PROJECT_ROOT
+
+
+def expand(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Split hydra overrides into swept keys and the list of points (override lists)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from flwr_semcom.config import ConfigError
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except Exception as err:
+        raise ConfigError(f"sweep overrides: {str(err).splitlines()[0]}") from None
+    fixed: list[str] = []
+    swept_keys: list[str] = []
+    choices: list[list[str]] = []
+    for ov in parsed:
+        if ov.is_sweep_override():
+            swept_keys.append(ov.key_or_group)
+            choices.append([f"{ov.key_or_group}={v}" for v in ov.sweep_string_iterator()])
+        else:
+            fixed.append(str(ov.input_line))
+    points = [fixed + list(combo) for combo in itertools.product(*choices)]
+    return swept_keys, points
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys, keeping scalars only."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(data, (int, float, str, bool)) or data is None:
+        out[prefix[:-1]] = data
+    return out
+
+
+def find_summary(folder: Path) -> Path | None:
+    found = sorted(folder.glob("**/summary.json"))
+    return found[-1] if found else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="semcom-sweep", description=__doc__.split("\n")[0])
+    p.add_argument("overrides", nargs="*", help="hydra overrides; a,b,c lists are swept")
+    p.add_argument("--experiment", default="main")
+    p.add_argument("--metric", default=None, help="summary.json key to plot (dotted)")
+    p.add_argument("--output-dir", default=None, help="default: <paths.output_dir>/sweeps")
+    p.add_argument("--launcher-args", default="", help="extra semcom-run options, quoted")
+    args = p.parse_args(argv)
+
+    from flwr_semcom.config import ConfigError, compose_config
+
+    try:
+        keys, points = expand(list(args.overrides))
+        cfgs = [compose_config(args.experiment, pt) for pt in points]  # validate all first
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out_root = Path(args.output_dir or Path(str(cfgs[0].paths.output_dir)) / "sweeps")
+    if not out_root.is_absolute():
+        out_root = PROJECT_ROOT / out_root
+    from flwr_semcom.results import Results, new_run_dir, plot_lines
+
+    sweep_dir = new_run_dir(out_root, args.experiment)
+    results = Results(sweep_dir, metrics_name="sweep")
+    (sweep_dir / "sweep_args.json").write_text(json.dumps(vars(args), indent=1))
+    print(f"[semcom-sweep] {len(points)} point(s) over {keys or 'no swept key'} → {sweep_dir}")
+    failed = 0
+    for i, point in enumerate(points):
+        run_dir = sweep_dir / "runs" / f"{i:03d}"
+        overrides = " ".join([*point, f"paths.output_dir={run_dir}"])
+        cmd = [
+            sys.executable,
+            "-m",
+            "simulations.launch",
+            "--experiment",
+            args.experiment,
+            "--overrides",
+            overrides,
+            *args.launcher_args.split(),
+        ]
+        t0 = time.monotonic()
+        print(f"[semcom-sweep] point {i + 1}/{len(points)}: {' '.join(point)}", flush=True)
+        rc = subprocess.run(cmd, cwd=PROJECT_ROOT).returncode
+        row: dict[str, Any] = {
+            "point": i,
+            **{k: v.split("=", 1)[1] for k, v in zip(keys, point[len(point) - len(keys) :])},
+        }
+        row.update(
+            {
+                "status": "ok" if rc == 0 else f"failed (exit {rc})",
+                "wall_s": round(time.monotonic() - t0, 2),
+            }
+        )
+        summary = find_summary(run_dir)
+        if summary is not None:
+            row.update(flatten(json.loads(summary.read_text())))
+        failed += rc != 0
+        results.add(row)
+    metric = args.metric or next(
+        (
+            k
+            for k in ("final_test_accuracy", "best_accuracy", "test_accuracy")
+            if any(k in r for r in results.rows)
+        ),
+        None,
+    )
+    if keys and metric:
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for r in results.rows:
+            if metric not in r:
+                continue
+            label = ", ".join(f"{k}={r[k]}" for k in keys[1:]) or metric
+            xs, ys = series.setdefault(label, ([], []))
+            xs.append(float(r[keys[0]]))
+            ys.append(float(r[metric]))
+        plot_lines(
+            sweep_dir / "sweep.png",
+            series,
+            xlabel=keys[0],
+            ylabel=metric,
+            title=f"{args.experiment} sweep",
+        )
+    print(f"[semcom-sweep] done: {len(points) - failed} ok, {failed} failed → {sweep_dir}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
