@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -307,3 +308,18 @@ def test_resolve_data_root(tmp_path: Path) -> None:
     assert resolve_data_root(str(mine), "/") == mine.resolve()
     with pytest.raises(DataNotFoundError, match=r"paths\.data_root='nowhere' resolves to"):
         resolve_data_root("nowhere", project)
+
+
+@needs_mnist
+@needs_cifar
+def test_docs_example_runs() -> None:
+    """The MNIST/CIFAR mixture example in docs/datasets.md runs as written."""
+    text = (PROJECT_ROOT / "docs" / "datasets.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    cfg = SimpleNamespace(paths=SimpleNamespace(data_root=None))
+    scope: dict[str, object] = {"cfg": cfg, "project_root": PROJECT_ROOT}
+    exec(compile(code, "docs/datasets.md", "exec"), scope)
+    batch = scope["batch"]
+    assert isinstance(batch, tuple)
+    images, labels = batch
+    assert images.shape == (64, 1, 28, 28) and int(labels.max()) <= 19
