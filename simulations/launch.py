@@ -248,17 +248,25 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if nodes < 1:
-        print(f"error: --num-supernodes must be >= 1, got {nodes}", file=sys.stderr)
-        return 2
-    if args.num_cpus < 1:
-        print(f"error: --num-cpus must be an integer >= 1, got {args.num_cpus}", file=sys.stderr)
-        return 2
-    try:
-        gpu_check(args.num_gpus)
-    except SystemExit as err:
-        print(err, file=sys.stderr)
-        return 2
+    if args.superlink:
+        problem = deployment_check(args)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+    else:
+        if nodes < 1:
+            print(f"error: --num-supernodes must be >= 1, got {nodes}", file=sys.stderr)
+            return 2
+        if args.num_cpus < 1:
+            print(
+                f"error: --num-cpus must be an integer >= 1, got {args.num_cpus}", file=sys.stderr
+            )
+            return 2
+        try:
+            gpu_check(args.num_gpus)
+        except SystemExit as err:
+            print(err, file=sys.stderr)
+            return 2
 
     flwr_home = Path(args.flwr_home).resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     def _on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _on_signal)
+    previous_handler = signal.signal(signal.SIGTERM, _on_signal)
     try:
         if args.superlink:
             lines = [f"[superlink.{connection}]", f"address = {_toml_str(args.superlink)}"]
@@ -283,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 lines.append("insecure = true")
+                print(
+                    f"[semcom-run] connecting to {args.superlink} without TLS "
+                    "(no --root-certificates)",
+                    flush=True,
+                )
             fed_args: list[str] = []
         else:
             port, control = _free_port(), _free_port()
@@ -368,6 +381,38 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         guard.stop_all()
         shutil.rmtree(neutral, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+def deployment_check(args: argparse.Namespace) -> str | None:
+    """Problems with the ``--superlink`` options (one line), or None.
+
+    Simulation-only options are not errors: they are reported as ignored, since a deployment
+    has the SuperNodes that are connected and each picks its own device.
+    """
+    host, sep, port = str(args.superlink).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"--superlink must be HOST:PORT (e.g. 127.0.0.1:9091), got {args.superlink!r}"
+    if args.root_certificates:
+        ca = Path(args.root_certificates)
+        if not ca.is_file() or not os.access(ca, os.R_OK):
+            return f"--root-certificates {ca}: no such readable file (see deploy/gen_certs.sh)"
+    ignored = [
+        flag
+        for flag, given in (
+            ("--num-supernodes", args.num_supernodes is not None),
+            ("--num-cpus", args.num_cpus != 1),
+            ("--num-gpus", args.num_gpus != 0.0),
+        )
+        if given
+    ]
+    if ignored:
+        print(
+            f"[semcom-run] {', '.join(ignored)} only apply to simulation; ignored with "
+            "--superlink (set device=cuda in --overrides for GPUs on the SuperNodes)",
+            flush=True,
+        )
+    return None
 
 
 def _quote_override(o: str) -> str:

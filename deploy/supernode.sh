@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Start a Flower SuperNode on an edge box for flwr-semcom.
+#
+#   deploy/supernode.sh --superlink HOST:PORT --ca CA_CERT --key PRIVATE_KEY
+#                       --partition-id K --num-partitions N [--port 9094]
+#                       [--node-config "key=value ..."] [--task-poll-interval SECONDS]
+#                       [--insecure] [-- EXTRA flower-supernode ARGS]
+#
+#   --superlink        the SuperLink's address as the box reaches it (a name or IP in the
+#                      server certificate's subjectAltName, see deploy/gen_certs.sh)
+#   --ca               the CA certificate (ca.crt from deploy/gen_certs.sh)
+#   --key              this box's private key (deploy/supernode_key.sh); its public key must be
+#                      registered on the SuperLink first (deploy/register_supernode.sh)
+#   --partition-id K, --num-partitions N
+#                      which device this box is: the ClientApp reads them from its node config
+#                      (`context.node_config`), exactly as a simulated node gets them, and
+#                      derives its modality / data partition from K
+#   --port             the SuperNode's local Runtime API port; distinct per SuperNode on a host
+#   --node-config      further node config entries, TOML-typed ("data-root=\"/data\"")
+#   --task-poll-interval
+#                      how often the local flower-superexec asks for a new ClientApp task
+#                      (FLWR_SUPEREXEC_TASK_POLL_INTERVAL, Flower's default 1.0 s; see
+#                      docs/deployment.md for measured effects)
+#   --insecure         plain HTTP to a SuperLink started with --insecure (loopback tests only)
+#
+# The process is exec'ed, so its PID is the SuperNode's; stop it with `kill -TERM <pid>`.
+# Runtime dependency installation stays off (Flower's SuperNode default): the box runs the
+# flwr-semcom and torch it has installed.
+set -euo pipefail
+
+prog="supernode.sh"
+die() {
+  echo "$prog: error: $*" >&2
+  exit 1
+}
+here="$(cd "$(dirname "$0")" && pwd)"
+
+superlink=""
+ca=""
+key=""
+pid_=""
+nparts=""
+port="9094"
+node_config=""
+poll=""
+insecure=0
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --superlink | --ca | --key | --partition-id | --num-partitions | --port | --node-config | \
+      --task-poll-interval)
+      [ $# -ge 2 ] || die "$1 needs a value"
+      case "$1" in
+        --superlink) superlink="$2" ;;
+        --ca) ca="$2" ;;
+        --key) key="$2" ;;
+        --partition-id) pid_="$2" ;;
+        --num-partitions) nparts="$2" ;;
+        --port) port="$2" ;;
+        --node-config) node_config="$2" ;;
+        --task-poll-interval) poll="$2" ;;
+      esac
+      shift
+      ;;
+    --insecure) insecure=1 ;;
+    --)
+      shift
+      extra=("$@")
+      break
+      ;;
+    -h | --help)
+      sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+  shift
+done
+
+[ -n "$superlink" ] || die "--superlink HOST:PORT is required"
+[[ "$superlink" =~ ^.+:[0-9]+$ ]] || die "--superlink must be HOST:PORT, got '$superlink'"
+[[ "$nparts" =~ ^[1-9][0-9]*$ ]] || die "--num-partitions must be an integer >= 1, got '$nparts'"
+[[ "$pid_" =~ ^[0-9]+$ ]] && [ "$pid_" -lt "$nparts" ] ||
+  die "--partition-id must be an integer in [0, $((nparts - 1))], got '$pid_'"
+[[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] ||
+  die "--port must be a port number in [1, 65535], got '$port'"
+if [ -n "$poll" ]; then
+  python3 -c "import math,sys; v=float(sys.argv[1]); sys.exit(0 if math.isfinite(v) and 0.01 <= v <= 60 else 1)" \
+    "$poll" 2>/dev/null || die "--task-poll-interval must be a number of seconds in [0.01, 60], got '$poll'"
+  export FLWR_SUPEREXEC_TASK_POLL_INTERVAL="$poll"
+fi
+
+conn=()
+if [ "$insecure" -eq 1 ]; then
+  conn=(--insecure)
+  [ -z "$key" ] || conn+=(--auth-supernode-private-key "$key")
+else
+  [ -n "$ca" ] || die "--ca CA_CERT is required (ca.crt from deploy/gen_certs.sh), or pass --insecure"
+  [ -r "$ca" ] || die "CA certificate '$ca' missing or unreadable"
+  conn=(--root-certificates "$ca")
+  if [ -n "$key" ]; then
+    [ -r "$key" ] || die "private key '$key' missing or unreadable (create it with deploy/supernode_key.sh)"
+    conn+=(--auth-supernode-private-key "$key")
+  fi
+fi
+
+# shellcheck source=deploy/_bin.sh
+. "$here/_bin.sh"
+find_flwr_bin flower-supernode ||
+  die "flower-supernode not found; install the project, set SEMCOM_VENV, or put its venv on PATH"
+
+export FLWR_TELEMETRY_ENABLED="${FLWR_TELEMETRY_ENABLED:-0}"
+export PYTHONUNBUFFERED=1
+
+exec "$found" "${conn[@]}" --superlink "$superlink" \
+  --node-config "partition-id=$pid_ num-partitions=$nparts${node_config:+ $node_config}" \
+  --port "$port" "${extra[@]}"

@@ -1,0 +1,512 @@
+"""Loopback deployment: a real SuperLink and N SuperNodes on 127.0.0.1, then ``semcom-run``.
+
+What an operator does on real edge boxes (docs/deployment.md), on one machine:
+
+1. ``deploy/gen_certs.sh``: a CA and a SuperLink certificate for ``localhost``/``127.0.0.1``;
+2. ``deploy/superlink.sh``: a SuperLink with TLS, SuperNode authentication, its own database
+   and runtime dependency installation disabled;
+3. per SuperNode: ``deploy/supernode_key.sh`` (EC key pair) and
+   ``deploy/register_supernode.sh`` (``flwr supernode register``);
+4. ``deploy/supernode.sh`` per node, with ``--node-config "partition-id=K num-partitions=N"``
+   and a distinct local ``--port``; then it waits until ``flwr supernode ls`` shows every
+   node ``online``;
+5. ``semcom-run --superlink 127.0.0.1:PORT --root-certificates ca.crt ...`` for the experiment;
+6. stops every process it started, and their descendants, by PID (also on failure, Ctrl-C or
+   SIGTERM).
+
+Python API (tests, benchmarks)::
+
+    with local_deployment(num_nodes=2) as dep:
+        result = dep.run_experiment("node_check", "paths.output_dir=/tmp/x")
+        assert result.returncode == 0 and result.status == "finished:completed"
+
+Command line::
+
+    python -m simulations.deploy_local --experiment node_check --num-supernodes 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simulations.launch import PROJECT_ROOT, ProcessGuard, _flwr_bin, descendants, flwr_env
+
+DEPLOY_DIR = PROJECT_ROOT / "deploy"
+CONNECTION = "semcom"
+
+
+class DeploymentError(RuntimeError):
+    """A loopback deployment could not be started (one line, names the log to read)."""
+
+
+def log_line(text: str) -> None:
+    print(f"[semcom-deploy] {text}", file=sys.stderr, flush=True)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (held together while choosing)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class RunResult:
+    """Outcome of one ``semcom-run`` against the deployment."""
+
+    returncode: int
+    output: str
+    wall_s: float
+    run_id: int | None = None
+    status: str | None = None
+    results_dir: Path | None = None
+
+
+@dataclass
+class LocalDeployment:
+    """A running loopback deployment; made by :func:`local_deployment`."""
+
+    workdir: Path
+    port: int
+    node_ports: list[int]
+    flwr_home: Path
+    ca: Path | None
+    env: dict[str, str]
+    guard: ProcessGuard
+    logs: dict[str, Path] = field(default_factory=dict)
+    node_ids: list[int] = field(default_factory=list)
+    seen_pids: set[int] = field(default_factory=set)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def launcher_args(self) -> list[str]:
+        """The ``semcom-run`` arguments that target this deployment."""
+        args = ["--superlink", self.address, "--flwr-home", str(self.flwr_home)]
+        if self.ca is not None:
+            args += ["--root-certificates", str(self.ca)]
+        return args
+
+    def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run a ``flwr`` CLI command against this deployment's connection."""
+        return subprocess.run(
+            [_flwr_bin("flwr"), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.workdir / "neutral",
+            timeout=timeout,
+        )
+
+    def node_status(self) -> dict[int, str]:
+        """``{node_id: status}`` as ``flwr supernode ls`` reports it."""
+        out = self.flwr("supernode", "ls", CONNECTION, "--format", "json")
+        try:
+            data = json.loads(out.stdout)
+        except json.JSONDecodeError:
+            return {}
+        nodes = data.get("nodes", []) if isinstance(data, dict) else []
+        return {int(n["node-id"]): str(n.get("status", "")) for n in nodes if "node-id" in n}
+
+    def record_pids(self) -> None:
+        """Remember every process started so far and its current descendants."""
+        for proc in self.guard.procs:
+            self.seen_pids.add(proc.pid)
+            self.seen_pids.update(descendants(proc.pid))
+
+    def run_experiment(
+        self,
+        experiment: str,
+        overrides: str = "",
+        *,
+        timeout: float = 1800.0,
+        stream: bool = False,
+    ) -> RunResult:
+        """Run ``semcom-run --experiment ... --superlink ...`` and wait for it to finish.
+
+        ``stream=True`` also copies the launcher's output to stderr as it arrives.
+        """
+        cmd = [
+            sys.executable,
+            "-m",
+            "simulations.launch",
+            "--experiment",
+            experiment,
+            "--overrides",
+            overrides,
+            "--timeout",
+            str(timeout),
+            *self.launcher_args(),
+        ]
+        log_file = self.workdir / "logs" / f"run-{sum(k.startswith('run-') for k in self.logs)}.log"
+        self.logs[log_file.stem] = log_file
+        start = time.monotonic()
+        chunks: list[str] = []
+        with open(log_file, "w") as fh:
+            proc = self.guard.start(
+                cmd,
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            assert proc.stdout is not None
+            try:
+                for raw in iter(proc.stdout.readline, b""):
+                    line = raw.decode(errors="replace")
+                    chunks.append(line)
+                    fh.write(line)
+                    fh.flush()
+                    if stream:
+                        sys.stderr.write(line)
+                    self.record_pids()
+                proc.wait(timeout=timeout + 120)
+            finally:
+                proc.stdout.close()
+        output = "".join(chunks)
+        return RunResult(
+            returncode=int(proc.returncode),
+            output=output,
+            wall_s=time.monotonic() - start,
+            run_id=_search_int(r"\[semcom-run\] run (\d+):", output),
+            status=_search_str(r"\[semcom-run\] run \d+ (finished:\S+)", output),
+            results_dir=_results_dir(output),
+        )
+
+    def leftover_processes(self) -> list[str]:
+        """Live processes that belong to this deployment (by PID or by its paths/ports)."""
+        marks = [str(self.workdir)] + [f"127.0.0.1:{p}" for p in (self.port, *self.node_ports)]
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state == "Z":
+                continue
+            if int(entry.name) in self.seen_pids or any(m in cmd for m in marks):
+                found.append(f"{entry.name} {cmd.strip()}")
+        return found
+
+
+def _search_int(pattern: str, text: str) -> int | None:
+    m = re.search(pattern, text)
+    return int(m.group(1)) if m else None
+
+
+def _search_str(pattern: str, text: str) -> str | None:
+    m = re.search(pattern, text)
+    return m.group(1) if m else None
+
+
+def _results_dir(text: str) -> Path | None:
+    found = re.findall(r"results folder: (\S+)", text)
+    return Path(found[-1]) if found else None
+
+
+def _script(name: str) -> str:
+    path = DEPLOY_DIR / name
+    if not os.access(path, os.X_OK):
+        raise DeploymentError(f"{path} missing or not executable")
+    return str(path)
+
+
+def _check(cmd: list[str], env: dict[str, str], cwd: Path, what: str) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    if out.returncode != 0:
+        detail = (out.stderr.strip() or out.stdout.strip()).splitlines()
+        raise DeploymentError(f"{what} failed: {detail[-1] if detail else out.returncode}")
+    return out.stdout
+
+
+def _wait_log(proc: subprocess.Popen[bytes], log: Path, pattern: str, what: str, t: float) -> str:
+    deadline = time.monotonic() + t
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        m = re.search(pattern, text)
+        if m:
+            return m.group(0)
+        if proc.poll() is not None:
+            tail = text.strip().splitlines()[-1:] or [""]
+            raise DeploymentError(
+                f"{what} exited with code {proc.returncode} ({tail[0].strip()}); see {log}"
+            )
+        time.sleep(0.2)
+    raise DeploymentError(f"{what} not ready within {t:.0f} s; see {log}")
+
+
+@contextlib.contextmanager
+def local_deployment(
+    num_nodes: int = 2,
+    *,
+    tls: bool = True,
+    auth: bool = True,
+    task_poll_interval: float | None = None,
+    log_level: str | None = None,
+    node_config: str = "",
+    workdir: Path | None = None,
+    keep_workdir: bool = False,
+    start_timeout: float = 120.0,
+) -> Iterator[LocalDeployment]:
+    """Start a SuperLink and ``num_nodes`` SuperNodes on 127.0.0.1; stop them all on exit.
+
+    ``tls`` serves the SuperLink over HTTPS with a fresh CA; ``auth`` (needs ``tls``) enables
+    SuperNode authentication and registers one EC key per node. ``task_poll_interval`` sets
+    ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` on the SuperNodes (Flower's default 1.0 s);
+    ``log_level`` sets ``FLWR_LOG_LEVEL`` for every Flower process ("DEBUG" adds timestamps).
+    Partition ``k`` gets ``--node-config "partition-id=k num-partitions=num_nodes"`` plus
+    ``node_config``. Everything (certificates, keys, FLWR_HOME, database, logs) lives in
+    ``workdir`` (a new temporary folder by default, removed on exit unless ``keep_workdir``).
+    """
+    if num_nodes < 1:
+        raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
+    if auth and not tls:
+        raise ValueError("SuperNode authentication needs TLS (tls=True) in Flower 1.41")
+    own_dir = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="semcom-deploy-")) if workdir is None else workdir
+    work = work.resolve()
+    # neutral/ is the cwd of every Flower process: nothing importable there (FLOWER_NOTES §2.6)
+    for sub in ("neutral", "logs", "home"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    env = flwr_env(work / "home")
+    env.pop("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", None)
+    if log_level:
+        env["FLWR_LOG_LEVEL"] = log_level
+    port, *node_ports = free_ports(num_nodes + 1)
+    guard = ProcessGuard()
+    dep = LocalDeployment(
+        workdir=work,
+        port=port,
+        node_ports=node_ports,
+        flwr_home=work / "home",
+        ca=work / "certs" / "ca.crt" if tls else None,
+        env=env,
+        guard=guard,
+    )
+
+    def _on_sigterm(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = None
+    with contextlib.suppress(ValueError):  # only possible in the main thread
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    failed = True
+    try:
+        _start(dep, num_nodes, tls, auth, task_poll_interval, node_config, start_timeout)
+        yield dep
+        failed = False
+    finally:
+        dep.record_pids()
+        guard.stop_all()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if own_dir and not keep_workdir and not failed:
+            shutil.rmtree(work, ignore_errors=True)
+        elif failed:
+            log_line(f"stopped; logs kept in {work / 'logs'}")
+
+
+def _start(
+    dep: LocalDeployment,
+    num_nodes: int,
+    tls: bool,
+    auth: bool,
+    task_poll_interval: float | None,
+    node_config: str,
+    timeout: float,
+) -> None:
+    work, env, neutral = dep.workdir, dep.env, dep.workdir / "neutral"
+    connection = [f"[superlink.{CONNECTION}]", f'address = "{dep.address}"']
+    if tls:
+        _check([_script("gen_certs.sh"), str(work / "certs")], env, neutral, "gen_certs.sh")
+        connection.append(f"root-certificates = {json.dumps(str(dep.ca))}")
+        security = ["--certs", str(work / "certs")]
+    else:
+        connection.append("insecure = true")
+        security = ["--insecure"]
+    (dep.flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n' + "\n".join(connection) + "\n"
+    )
+
+    link_log = work / "logs" / "superlink.log"
+    dep.logs["superlink"] = link_log
+    link_cmd = [_script("superlink.sh"), *security, "--port", str(dep.port)]
+    link_cmd += ["--database", str(work / "superlink.db")]
+    if not auth:
+        link_cmd.append("--no-auth")
+    with open(link_log, "wb") as fh:
+        link = dep.guard.start(link_cmd, env=env, cwd=neutral, stdout=fh, stderr=subprocess.STDOUT)
+    scheme = "https" if tls else "http"
+    log_line(f"SuperLink pid {link.pid} on {scheme}://{dep.address} (log {link_log})")
+    _wait_log(link, link_log, r"Uvicorn running on", "flower-superlink", timeout)
+
+    keys: list[Path | None] = [None] * num_nodes
+    if auth:
+        for k in range(num_nodes):
+            name = f"supernode{k}"
+            _check([_script("supernode_key.sh"), str(work / "keys"), name], env, neutral, "key")
+            out = _check(
+                [
+                    _script("register_supernode.sh"),
+                    "--superlink",
+                    dep.address,
+                    "--ca",
+                    str(dep.ca),
+                    "--name",
+                    name,
+                    str(work / "keys" / f"{name}.pub"),
+                ],
+                env,
+                neutral,
+                f"registering {name}",
+            )
+            node_id = _search_int(r"SuperNode (\d+) registered", out)
+            if node_id is None:
+                raise DeploymentError(f"registering {name}: no node id in {out.strip()!r}")
+            dep.node_ids.append(node_id)
+            keys[k] = work / "keys" / name
+
+    procs = []
+    for k in range(num_nodes):
+        cmd = [
+            _script("supernode.sh"),
+            "--superlink",
+            dep.address,
+            "--partition-id",
+            str(k),
+            "--num-partitions",
+            str(num_nodes),
+            "--port",
+            str(dep.node_ports[k]),
+        ]
+        cmd += ["--ca", str(dep.ca)] if tls else ["--insecure"]
+        if keys[k] is not None:
+            cmd += ["--key", str(keys[k])]
+        if task_poll_interval is not None:
+            cmd += ["--task-poll-interval", str(task_poll_interval)]
+        if node_config:
+            cmd += ["--node-config", node_config]
+        log = work / "logs" / f"supernode{k}.log"
+        dep.logs[f"supernode{k}"] = log
+        with open(log, "wb") as fh:
+            procs.append(
+                (
+                    dep.guard.start(cmd, env=env, cwd=neutral, stdout=fh, stderr=subprocess.STDOUT),
+                    log,
+                )
+            )
+        log_line(
+            f"SuperNode {k} pid {procs[-1][0].pid} (partition-id={k}, port {dep.node_ports[k]})"
+        )
+    for k, (proc, log) in enumerate(procs):
+        line = _wait_log(proc, log, r"SuperNode ID: \d+", f"flower-supernode {k}", timeout)
+        if not auth:
+            dep.node_ids.append(int(line.rsplit(" ", 1)[1]))
+
+    deadline = time.monotonic() + timeout
+    status: dict[int, str] = {}
+    while time.monotonic() < deadline:
+        status = dep.node_status()
+        if sum(1 for n in dep.node_ids if status.get(n) == "online") == num_nodes:
+            dep.record_pids()
+            log_line(f"{num_nodes} SuperNodes online: {', '.join(map(str, dep.node_ids))}")
+            return
+        for proc, log in procs:
+            if proc.poll() is not None:
+                raise DeploymentError(
+                    f"flower-supernode exited with code {proc.returncode}; see {log}"
+                )
+        time.sleep(1.0)
+    raise DeploymentError(
+        f"SuperNodes not online within {timeout:.0f} s (status {status}); see {work / 'logs'}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m simulations.deploy_local",
+        description="Run an experiment on a loopback deployment: a SuperLink and N SuperNodes "
+        "on 127.0.0.1 (TLS + SuperNode authentication), stopped afterwards.",
+    )
+    p.add_argument("--experiment", default="node_check", help="conf/experiment/<name>.yaml")
+    p.add_argument("--overrides", default="", help='hydra overrides, e.g. "strategy.rounds=1"')
+    p.add_argument("--num-supernodes", type=int, default=2)
+    p.add_argument("--insecure", action="store_true", help="plain HTTP, no SuperNode auth")
+    p.add_argument("--no-auth", action="store_true", help="TLS but no SuperNode authentication")
+    p.add_argument(
+        "--task-poll-interval",
+        type=float,
+        default=None,
+        help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL on the SuperNodes (Flower default 1.0 s)",
+    )
+    p.add_argument("--log-level", default=None, help="FLWR_LOG_LEVEL (DEBUG adds timestamps)")
+    p.add_argument("--workdir", default=None, help="keep certificates, logs and DB here")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds for the run")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.num_supernodes < 1:
+        print(f"error: --num-supernodes must be >= 1, got {args.num_supernodes}", file=sys.stderr)
+        return 2
+    if args.task_poll_interval is not None and not 0.01 <= args.task_poll_interval <= 60:
+        print("error: --task-poll-interval must be in [0.01, 60] seconds", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir) if args.workdir else None
+    try:
+        with local_deployment(
+            args.num_supernodes,
+            tls=not args.insecure,
+            auth=not (args.insecure or args.no_auth),
+            task_poll_interval=args.task_poll_interval,
+            log_level=args.log_level,
+            workdir=workdir,
+        ) as dep:
+            result = dep.run_experiment(
+                args.experiment, args.overrides, timeout=args.timeout, stream=True
+            )
+            log_line(
+                f"run {result.run_id} {result.status} in {result.wall_s:.1f} s "
+                f"(exit {result.returncode}); logs in {dep.workdir / 'logs'}"
+                if workdir
+                else f"run {result.run_id} {result.status} in {result.wall_s:.1f} s "
+                f"(exit {result.returncode})"
+            )
+            return result.returncode
+    except DeploymentError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        log_line("interrupted; stopped every process started")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
