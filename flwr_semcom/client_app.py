@@ -18,7 +18,7 @@ from flwr.clientapp import ClientApp
 Handler = Callable[[Message, Context], Message]
 
 #: Modules that contribute client actions (each has an ``ACTIONS`` dict).
-ACTION_MODULES: tuple[str, ...] = ("flwr_semcom.node_info",)
+ACTION_MODULES: tuple[str, ...] = ("flwr_semcom.node_info", "flwr_semcom.split.client")
 
 app = ClientApp()
 

@@ -1,0 +1,73 @@
+"""Validation rules for the ``strategy`` keys of split learning (``conf/strategy/split.yaml``).
+
+Registered with :func:`flwr_semcom.config.add_rules` when :mod:`flwr_semcom.split` is
+imported. The keys are optional for the config tree as a whole (other strategies do not have
+them); :func:`check_split_config` requires them when a split-learning run starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from flwr_semcom.config import ConfigError, Rule, float_range, int_range, validate_config
+
+__all__ = ["SPLIT_RULES", "check_split_config"]
+
+
+def _optional(rule: Rule) -> Rule:
+    return Rule(rule.check, rule.valid, required=False)
+
+
+def _name_rule() -> Rule:
+    return Rule(lambda v: isinstance(v, str) and v != "", "a registered name", required=False)
+
+
+SPLIT_RULES: dict[str, Rule] = {
+    "strategy.rounds": _optional(int_range(1, 100_000)),
+    "strategy.batch_size": _optional(int_range(2, 1_000_000)),
+    "strategy.steps_per_message": _optional(int_range(1, 100_000)),
+    "strategy.lr": _optional(float_range(0.0, 100.0, lo_open=True)),
+    "strategy.momentum": Rule(
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0,
+        "a number in [0, 1)",
+        required=False,
+    ),
+    "strategy.weight_decay": _optional(float_range(0.0, 1.0)),
+    "strategy.poll_interval": _optional(float_range(0.0, 10.0, lo_open=True)),
+    "strategy.timeout": _optional(float_range(0.0, None, lo_open=True)),
+    "strategy.eval_batch_size": _optional(int_range(1, 1_000_000)),
+    "strategy.eval_batches_per_message": _optional(int_range(0, 1_000_000)),
+    "strategy.augment": Rule(lambda v: isinstance(v, bool), "true or false", required=False),
+    "strategy.drop_last": Rule(lambda v: isinstance(v, bool), "true or false", required=False),
+    "strategy.profile": Rule(lambda v: isinstance(v, bool), "true or false", required=False),
+    "strategy.server_task": _name_rule(),
+    "strategy.node_wait": _optional(float_range(0.0, None, lo_open=True)),
+}
+
+REQUIRED = (
+    "rounds",
+    "batch_size",
+    "steps_per_message",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "poll_interval",
+    "timeout",
+    "eval_batch_size",
+    "eval_batches_per_message",
+    "server_task",
+)
+
+
+def check_split_config(cfg: DictConfig) -> None:
+    """Validate ``cfg`` (all rules) and require the split-learning keys; ``ConfigError``."""
+    validate_config(cfg)
+    strategy: Any = cfg.get("strategy")
+    if strategy is None:
+        raise ConfigError("strategy: missing; expected the split strategy group (strategy=split)")
+    for key in REQUIRED:
+        if key not in strategy:
+            rule = SPLIT_RULES[f"strategy.{key}"]
+            raise ConfigError(f"strategy.{key}: missing; expected {rule.valid}")

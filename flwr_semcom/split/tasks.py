@@ -1,0 +1,162 @@
+"""Pluggable split-learning tasks: what a client computes and what the server learns from it.
+
+The runtime (client handlers, strategy, reference) only moves tensors; a *task* says what they
+are. A **client task** (registry :data:`CLIENT_TASKS`, built from ``(cfg, node_config)``)
+gives the client's differentiable pipeline ``model(*inputs, generator=g) -> {name: tensor}``
+(for paper 1 Stage II: encoder → JSCC head → channel, uplink ``{"z_hat"}``), how to read the
+inputs of a planned batch, and the optimizer. A **server task** (registry
+:data:`SERVER_TASKS`, built from ``cfg``) gives the server model and its loss on the uplinks of
+all clients (Stage II: decoder g on concat(ẑ^1, …, ẑ^M) with cross-entropy, paper 1 eq. 3-4,
+16-17), plus the training and test IDs.
+
+Paper 1's Stage I ``split`` placement plugs in as a client task whose uplink is the projector
+outputs of two views and a server task whose loss is DeCUR; SLF (paper 2) as a client task
+whose uplink is the transmitted codewords. Neither needs runtime changes.
+
+Rules a task must follow so that a recomputed forward (the client cannot keep an autograd
+graph between messages) equals the original one: draw all randomness from the ``generator``
+argument (channel noise) or the batch's ``aug_seed`` (inputs); the runtime also seeds
+torch's global RNG per batch before each forward for layers such as dropout.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from flwr_semcom.registry import Registry
+from flwr_semcom.split.schedule import BatchPlan
+
+__all__ = [
+    "CLIENT_TASKS",
+    "SERVER_TASKS",
+    "ClientTask",
+    "ServerStep",
+    "ServerTask",
+    "build_client_task",
+    "build_server_task",
+]
+
+
+class ClientTask(ABC):
+    """The client side of a split-learning task (one device).
+
+    Attributes
+    ----------
+    role
+        A short name for logs (e.g. the modality ``"rgb"``).
+    model
+        The differentiable client pipeline; ``model(*inputs, generator=g)`` returns the uplink
+        tensors ``{name: [B, ...]}``. Everything with trainable weights on the device.
+    """
+
+    role: str
+    model: nn.Module
+
+    @abstractmethod
+    def inputs(self, batch: BatchPlan, train: bool) -> tuple[torch.Tensor, ...]:
+        """The positional inputs of ``model`` for ``batch`` (augmented with its seed if train)."""
+
+    @abstractmethod
+    def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """A fresh optimizer over ``params`` (its state is restored by the runtime)."""
+
+
+@dataclass
+class ServerStep:
+    """What one server step returns: the loss, ∂L/∂uplink per client, and sums for metrics."""
+
+    loss: float
+    grads: list[dict[str, torch.Tensor]]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class ServerTask(ABC):
+    """The server side of a split-learning task.
+
+    Attributes
+    ----------
+    model
+        The server model (e.g. the decoder g).
+    optimizer
+        Its optimizer.
+    num_clients
+        How many clients (partition IDs ``0..num_clients-1``) the task expects.
+    client_task
+        Name of the matching client task (in :data:`CLIENT_TASKS`).
+    train_ids, test_ids
+        int64 sample IDs of the training pass and of the evaluation.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    num_clients: int
+    client_task: str
+    train_ids: torch.Tensor
+    test_ids: torch.Tensor
+
+    @abstractmethod
+    def loss(
+        self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one batch from every client's uplink (in partition order), and metric sums.
+
+        The sums must include ``"n"`` (samples) and may include ``"correct"`` and
+        ``"loss_sum"`` (loss × samples).
+        """
+
+    def train_step(
+        self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
+    ) -> ServerStep:
+        """One optimizer step on one batch; returns ∂L/∂uplink for every client."""
+        leaves = [
+            {k: v.detach().clone().requires_grad_(True) for k, v in up.items()} for up in uplinks
+        ]
+        self.model.train()
+        loss, stats = self.loss(leaves, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        grads = [
+            {k: (v.grad if v.grad is not None else torch.zeros_like(v)) for k, v in leaf.items()}
+            for leaf in leaves
+        ]
+        return ServerStep(float(loss.detach()), grads, stats)
+
+    def channel_uses(self, uplink: Mapping[str, torch.Tensor]) -> int:
+        """Complex channel uses of one batch's uplink from one client.
+
+        Default: an analog ``"z_hat"`` ``[B, 2k]`` uses ``k`` per sample (paper 1 eq. 2);
+        anything else travels over an ordinary data link (0).
+        """
+        z = uplink.get("z_hat")
+        return 0 if z is None else int(z.shape[0]) * (int(z.shape[1]) // 2)
+
+    @torch.no_grad()
+    def eval_step(
+        self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
+    ) -> dict[str, float]:
+        """Metric sums of one evaluation batch (eval mode, no gradients)."""
+        self.model.eval()
+        _, stats = self.loss(uplinks, batch)
+        return stats
+
+
+CLIENT_TASKS: Registry[ClientTask] = Registry("split client task")
+SERVER_TASKS: Registry[ServerTask] = Registry("split server task")
+
+
+def build_client_task(name: str, cfg: DictConfig, node_config: Mapping[str, Any]) -> ClientTask:
+    """Build the client task ``name`` for the node with ``node_config`` (fresh objects)."""
+    return CLIENT_TASKS.build(name, cfg=cfg, node_config=node_config)
+
+
+def build_server_task(name: str, cfg: DictConfig) -> ServerTask:
+    """Build the server task ``name`` (fresh model and optimizer)."""
+    return SERVER_TASKS.build(name, cfg=cfg)
