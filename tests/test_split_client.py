@@ -1,0 +1,178 @@
+"""Client handlers of the split exchange, called directly with hand-built messages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+
+from flwr_semcom.split.client import split_forward, split_state, split_step
+from flwr_semcom.split.protocol import (
+    EVAL_FORWARD,
+    QUERY_STATE,
+    TRAIN_STEP,
+    encode_plan,
+    pack_tensors,
+    to_tensor,
+    unpack_tensors,
+)
+from flwr_semcom.split.schedule import client_plans, eval_batches, train_batches
+
+OVERRIDES = (
+    "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
+    "strategy.batch_size=4 strategy.steps_per_message=2"
+)
+TASK = "rgbd_supervised"
+
+
+def _message(content: RecordDict, message_type: str) -> Message:
+    meta = Metadata(
+        run_id=1,
+        message_id=f"m{time.monotonic_ns()}",
+        src_node_id=1,
+        dst_node_id=7,
+        reply_to_message_id="",
+        group_id="",
+        created_at=time.time(),
+        ttl=600.0,
+        message_type=message_type,
+    )
+    return Message(content=content, metadata=meta)  # type: ignore[call-overload]
+
+
+def _config(exchange: int = 0, round_: int = 1, **extra: object) -> ConfigRecord:
+    rec = {
+        "experiment": "main",
+        "overrides": OVERRIDES,
+        "task": TASK,
+        "stage": "finetune",
+        "round": round_,
+        "exchange": exchange,
+        "profile": False,
+    }
+    rec.update(extra)  # type: ignore[arg-type]
+    return ConfigRecord(rec)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def context() -> Iterator[Context]:
+    yield Context(
+        run_id=1,
+        node_id=7,
+        node_config={"partition-id": 0, "num-partitions": 2},
+        state=RecordDict(),
+        run_config={},
+    )
+
+
+def _plans() -> list[list]:  # type: ignore[type-arg]
+    batches = train_batches(torch.arange(16), 4, seed=0, round_=1)
+    plans = client_plans(batches, 0, seed=0, stage="finetune", round_=1)
+    return [plans[0:2], plans[2:4]]
+
+
+def _tracked(ctx: Context) -> int:
+    rec = ctx.state.array_records[f"split.{TASK}.model"]
+    return int(to_tensor(rec["transmitter.encoder.net.1.num_batches_tracked"]))
+
+
+def _grads_for(reply: Message, sizes: list[int]) -> ArrayRecord:
+    ups = unpack_tensors(reply.content.array_records["uplink"], sizes)
+    return pack_tensors([{"z_hat": torch.full_like(u["z_hat"], 0.1)} for u in ups])
+
+
+def test_a_pass_updates_weights_and_counts_batch_norm_once_per_batch(context: Context) -> None:
+    g1, g2 = _plans()
+    r0 = split_step(
+        _message(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
+    )
+    z = r0.content.array_records["uplink"]["z_hat"]
+    assert z.shape == (8, 8)  # 2 batches of 4 samples, 2k = 8 reals
+    assert _tracked(context) == 2
+    w0 = to_tensor(
+        context.state.array_records[f"split.{TASK}.model"]["transmitter.head.linear.weight"]
+    )
+    r1 = split_step(
+        _message(
+            RecordDict(
+                {"config": _config(1), "grads": _grads_for(r0, [4, 4]), "plan": encode_plan(g2)}
+            ),
+            TRAIN_STEP,
+        ),
+        context,
+    )
+    assert _tracked(context) == 4  # the recompute of g1 did not touch the running statistics
+    w1 = to_tensor(
+        context.state.array_records[f"split.{TASK}.model"]["transmitter.head.linear.weight"]
+    )
+    assert not torch.equal(w0, w1)
+    r2 = split_step(
+        _message(RecordDict({"config": _config(2), "grads": _grads_for(r1, [4, 4])}), TRAIN_STEP),
+        context,
+    )
+    assert "uplink" not in r2.content
+    assert f"split.{TASK}.pending" not in context.state
+    assert _tracked(context) == 4
+    assert int(context.state.config_records[f"split.{TASK}.meta"]["exchange"]) == 2  # type: ignore[arg-type]
+
+
+def test_out_of_order_and_inconsistent_messages_are_refused(context: Context) -> None:
+    g1, _ = _plans()
+    with pytest.raises(ValueError, match="has no split state"):
+        split_step(_message(RecordDict({"config": _config(1)}), TRAIN_STEP), context)
+    r0 = split_step(
+        _message(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
+    )
+    with pytest.raises(ValueError, match="after exchange 0 of round 1; a message was lost"):
+        split_step(
+            _message(
+                RecordDict({"config": _config(2), "grads": _grads_for(r0, [4, 4])}), TRAIN_STEP
+            ),
+            context,
+        )
+    with pytest.raises(ValueError, match="carries no gradients"):
+        split_step(_message(RecordDict({"config": _config(1)}), TRAIN_STEP), context)
+    context.state[f"split.{TASK}.pending"] = encode_plan(g1[:1])  # 4 samples pending
+    with pytest.raises(ValueError, match="8 rows, expected 4"):
+        bad = _grads_for(r0, [4, 4])
+        split_step(_message(RecordDict({"config": _config(1), "grads": bad}), TRAIN_STEP), context)
+    with pytest.raises(ValueError, match="no 'config' record"):
+        split_step(_message(RecordDict(), TRAIN_STEP), context)
+
+
+def test_evaluation_leaves_the_state_unchanged(context: Context) -> None:
+    g1, _ = _plans()
+    split_step(
+        _message(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
+    )
+    before = {
+        k: to_tensor(v) for k, v in context.state.array_records[f"split.{TASK}.model"].items()
+    }
+    plan = client_plans(eval_batches(torch.arange(10), 4), 0, seed=0, stage="eval", round_=0)
+    msg = _message(RecordDict({"config": _config(), "plan": encode_plan(plan)}), EVAL_FORWARD)
+    a = split_forward(msg, context)
+    b = split_forward(msg, context)
+    assert a.content.array_records["uplink"]["z_hat"].shape == (10, 8)
+    assert torch.equal(
+        to_tensor(a.content.array_records["uplink"]["z_hat"]),
+        to_tensor(b.content.array_records["uplink"]["z_hat"]),
+    )
+    after = context.state.array_records[f"split.{TASK}.model"]
+    assert all(torch.equal(before[k], to_tensor(after[k])) for k in before)
+
+
+def test_state_query_reports_role_and_weights(context: Context) -> None:
+    info = split_state(_message(RecordDict({"config": _config()}), QUERY_STATE), context)
+    rec = info.content.config_records["info"]
+    assert rec["role"] == "rgb" and rec["partition-id"] == 0 and rec["error"] == ""
+    assert "state" not in info.content
+    full = split_state(
+        _message(RecordDict({"config": _config(weights=True)}), QUERY_STATE), context
+    )
+    assert "transmitter.head.linear.weight" in full.content.array_records["state"]
+    spare = Context(1, 9, {"partition-id": 5, "num-partitions": 6}, RecordDict(), {})
+    rep = split_state(_message(RecordDict({"config": _config()}), QUERY_STATE), spare)
+    assert "partition-id: 5 out of range" in str(rep.content.config_records["info"]["error"])

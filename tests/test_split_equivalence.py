@@ -1,0 +1,234 @@
+"""Equivalence: the Flower split run equals the in-process reference, for S = 1 and S > 1.
+
+Fast variants run the strategy on :class:`~flwr_semcom.inprocess.InProcessGrid` (same
+ClientApp, messages, records and ``context.state`` as the engines, no Ray); the slow ones run
+``flwr.simulation.run_simulation`` with a test ServerApp wrapping the strategy. Independent
+checks of the reference itself: for S = 1 it equals joint end-to-end training of client and
+server models (no split), and its two ways of taking the gradient at θ_start (replay on a frozen
+copy / keep the autograd graphs) agree, also with dropout in the client model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from flwr_semcom.client_app import app as client_app
+from flwr_semcom.config import compose_config
+from flwr_semcom.inprocess import InProcessGrid
+from flwr_semcom.split import (
+    CLIENT_TASKS,
+    SERVER_TASKS,
+    BatchPlan,
+    ClientTask,
+    ServerTask,
+    build_client_task,
+    build_server_task,
+    derive_seed,
+)
+from flwr_semcom.split.reference import run_reference
+from flwr_semcom.split.schedule import client_plans, train_batches
+from strategies.split_training import SplitTraining, server_state
+
+TINY = (
+    "data.num_samples=48 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
+    "strategy.batch_size=6 strategy.rounds=2 strategy.eval_batch_size=16"
+)
+TOL = 1e-5
+
+
+def _max_diff(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def _flower_inprocess(
+    overrides: str, server_task: ServerTask | None = None
+) -> tuple[SplitTraining, dict[int, dict[str, torch.Tensor]]]:
+    cfg = compose_config("main", overrides)
+    nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
+    grid = InProcessGrid(client_app, nodes, {"experiment": "main", "overrides": overrides})
+    strategy = SplitTraining(cfg, experiment="main", overrides=overrides, server_task=server_task)
+    strategy.start(grid)
+    return strategy, strategy.fetch_client_states(grid)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_inprocess_flower_run_equals_reference(steps: int) -> None:
+    overrides = f"{TINY} strategy.steps_per_message={steps}"
+    strategy, clients = _flower_inprocess(overrides)
+    ref = run_reference(compose_config("main", overrides))
+    for p in (0, 1):
+        assert _max_diff(clients[p], ref.client_states[p]) <= TOL
+    assert _max_diff(server_state(strategy), ref.server_state) <= TOL
+    for ours, theirs in zip(strategy.history, ref.history):
+        assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-6)
+        assert ours["test_accuracy"] == pytest.approx(theirs["test_accuracy"], abs=1e-9)
+    # something was learnt, and S changes the trajectory
+    first = build_client_task(
+        "rgbd_supervised", compose_config("main", overrides), {"partition-id": 0}
+    )
+    assert _max_diff(first.model.state_dict(), ref.client_states[0]) > 1e-3
+
+
+def test_steps_per_message_changes_the_result_but_replay_and_graph_agree() -> None:
+    s1 = run_reference(compose_config("main", f"{TINY} strategy.steps_per_message=1"), rounds=1)
+    cfg3 = compose_config("main", f"{TINY} strategy.steps_per_message=3")
+    s3 = run_reference(cfg3, rounds=1)
+    s3_graph = run_reference(cfg3, rounds=1, recompute=False)
+    assert _max_diff(s1.client_states[0], s3.client_states[0]) > 1e-4
+    for p in (0, 1):
+        assert _max_diff(s3.client_states[p], s3_graph.client_states[p]) <= TOL
+    assert _max_diff(s3.server_state, s3_graph.server_state) <= TOL
+
+
+def test_reference_with_one_step_per_message_is_joint_end_to_end_training() -> None:
+    """S = 1 split learning = training encoder(s) and decoder as one network (no split)."""
+    cfg = compose_config("main", f"{TINY} strategy.steps_per_message=1")
+    ref = run_reference(cfg, rounds=2, evaluate=False)
+    server = build_server_task("rgbd_decoder", cfg)
+    clients = [build_client_task("rgbd_supervised", cfg, {"partition-id": i}) for i in range(2)]
+    opts = [c.make_optimizer(c.model.parameters()) for c in clients]
+    seed = int(cfg.seed)
+    for r in (1, 2):
+        batches = train_batches(server.train_ids, int(cfg.strategy.batch_size), seed=seed, round_=r)
+        plans = [client_plans(batches, c, seed=seed, stage="finetune", round_=r) for c in range(2)]
+        for t, batch in enumerate(batches):
+            ups = []
+            for c, client in enumerate(clients):
+                b = plans[c][t]
+                client.model.train()
+                torch.manual_seed(b.noise_seed)
+                g = torch.Generator().manual_seed(b.noise_seed)
+                ups.append(client.model(*client.inputs(b, True), generator=g))
+            torch.manual_seed(derive_seed(seed, "server", "finetune", r, batch.index))
+            server.model.train()
+            loss, _ = server.loss(ups, batch)
+            for o in (server.optimizer, *opts):
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            for o in (server.optimizer, *opts):
+                o.step()
+    for c in range(2):
+        assert _max_diff(clients[c].model.state_dict(), ref.client_states[c]) <= TOL
+    assert _max_diff(server.model.state_dict(), ref.server_state) <= TOL
+
+
+# --------------------------------------------------------------------------- a task with dropout
+class _DropoutNet(nn.Module):
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(5, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Dropout(0.3), nn.Linear(12, 2 * k)
+        )
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
+        z = self.net(x)
+        return {"z_hat": z + 0.1 * torch.randn(z.shape, generator=generator)}
+
+
+@CLIENT_TASKS.register("test_dropout")
+class _DropoutClient(ClientTask):
+    def __init__(self, cfg: DictConfig, node_config: Mapping[str, Any]) -> None:
+        pid = int(node_config["partition-id"])
+        self.role = f"vec{pid}"
+        self.cfg = cfg
+        torch.manual_seed(100 + pid)
+        self.model = _DropoutNet(int(cfg.model.num_symbols))
+        self.data = torch.randn(60, 5, generator=torch.Generator().manual_seed(pid))
+
+    def inputs(self, batch: BatchPlan, train: bool) -> tuple[torch.Tensor, ...]:
+        x = self.data[batch.ids]
+        if train:
+            x = x + 0.05 * torch.randn(
+                x.shape, generator=torch.Generator().manual_seed(batch.aug_seed)
+            )
+        return (x,)
+
+    def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-3)
+
+
+@SERVER_TASKS.register("test_dropout_server")
+class _DropoutServer(ServerTask):
+    client_task = "test_dropout"
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.num_clients = 2
+        self.labels = torch.randint(0, 3, (60,), generator=torch.Generator().manual_seed(9))
+        self.train_ids, self.test_ids = torch.arange(40), torch.arange(40, 60)
+        torch.manual_seed(7)
+        self.model = nn.Sequential(
+            nn.Linear(4 * int(cfg.model.num_symbols), 8), nn.Dropout(0.2), nn.Linear(8, 3)
+        )
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.5)
+
+    def loss(
+        self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = self.model(torch.cat([u["z_hat"] for u in uplinks], 1))
+        y = self.labels[batch.ids]
+        loss = F.cross_entropy(logits, y)
+        n = float(y.shape[0])
+        return loss, {
+            "n": n,
+            "loss_sum": float(loss.detach()) * n,
+            "correct": float((logits.argmax(1) == y).sum()),
+        }
+
+
+def test_a_plugged_in_task_with_dropout_is_reproduced_exactly() -> None:
+    overrides = f"{TINY} strategy.steps_per_message=2 strategy.server_task=test_dropout_server"
+    cfg = compose_config("main", overrides)
+    strategy, clients = _flower_inprocess(
+        overrides, server_task=build_server_task("test_dropout_server", cfg)
+    )
+    ref = run_reference(cfg, recompute=False)
+    for p in (0, 1):
+        assert _max_diff(clients[p], ref.client_states[p]) <= TOL
+    assert _max_diff(server_state(strategy), ref.server_state) <= TOL
+
+
+# --------------------------------------------------------------------------- simulation engine
+def _simulate(overrides: str) -> tuple[dict[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    from flwr.app import Context
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    out: dict[str, Any] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = compose_config("main", overrides)
+        strategy = SplitTraining(cfg, experiment="main", overrides=overrides)
+        strategy.start(grid)
+        out["clients"] = strategy.fetch_client_states(grid)
+        out["server"] = server_state(strategy)
+
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=2,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+    )
+    if "clients" not in out:
+        raise RuntimeError("the simulation did not finish (see the log above)")
+    return out["clients"], out["server"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps", [1, 4])
+def test_simulation_engine_run_equals_reference(steps: int) -> None:
+    overrides = f"{TINY} strategy.steps_per_message={steps}"
+    clients, server = _simulate(overrides)
+    ref = run_reference(compose_config("main", overrides))
+    for p in (0, 1):
+        assert _max_diff(clients[p], ref.client_states[p]) <= TOL
+    assert _max_diff(server, ref.server_state) <= TOL
