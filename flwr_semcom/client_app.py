@@ -18,7 +18,11 @@ from flwr.clientapp import ClientApp
 Handler = Callable[[Message, Context], Message]
 
 #: Modules that contribute client actions (each has an ``ACTIONS`` dict).
-ACTION_MODULES: tuple[str, ...] = ("flwr_semcom.node_info", "flwr_semcom.split.client")
+ACTION_MODULES: tuple[str, ...] = (
+    "flwr_semcom.node_info",
+    "flwr_semcom.split.client",
+    "flwr_semcom.paper1.client",
+)
 
 app = ClientApp()
 

@@ -1,0 +1,63 @@
+"""Sample IDs of paper 1's two stages on the synthetic RGB-D default.
+
+Paper 1 (Zhao et al., arXiv 2503.13940), Sec. IV-A / Fig. 5: a labelled training set, of which
+a fraction keeps its labels (``data.label_fraction``); Stage I is label-free, so it uses
+**every** training scene (labelled or not), Stage II only the labelled ones. The split and the
+labelled subset are the split runtime's (:mod:`flwr_semcom.split.rgbd`: seeded stratified
+split, then a stratified subset), so Stage II here sees exactly the scenes of the
+``split_supervised`` experiment. With ``data.devices_per_modality`` = D > 1 the training IDs
+are cut into D aligned shards (:func:`flwr_semcom.data.partition.vertical_partition`):
+devices ``rgb-k`` and ``depth-k`` hold shard k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from flwr_semcom.data.partition import vertical_partition
+from flwr_semcom.data.splits import stratified_split
+from flwr_semcom.split.rgbd import labelled_subset, load_labels, modality_of, num_clients
+
+__all__ = ["StageIds", "shard_of", "stage_ids"]
+
+
+@dataclass(frozen=True)
+class StageIds:
+    """Training (all, label-free), labelled training and test IDs, and the shards.
+
+    ``shards[k]`` are the training IDs of devices ``rgb-k`` / ``depth-k`` and
+    ``labelled_shards[k]`` their labelled part.
+    """
+
+    train: torch.Tensor
+    labelled: torch.Tensor
+    test: torch.Tensor
+    shards: list[torch.Tensor]
+    labelled_shards: list[torch.Tensor]
+
+
+def stage_ids(cfg: DictConfig) -> StageIds:
+    """The IDs of both stages for the configured data set and seed."""
+    labels, _ = load_labels(cfg)
+    seed = int(cfg.seed)
+    train, test = stratified_split(labels, float(cfg.data.test_fraction), seed)
+    labelled = labelled_subset(train, labels, float(cfg.data.label_fraction), seed)
+    dpm = int(cfg.data.devices_per_modality)
+    parts = vertical_partition(train, list(cfg.data.modalities), dpm, seed)
+    shards = [next(p.ids for p in parts if p.shard == k) for k in range(dpm)]
+    lab = set(labelled.tolist())
+    labelled_shards = [
+        torch.tensor([i for i in s.tolist() if i in lab], dtype=torch.int64) for s in shards
+    ]
+    return StageIds(train, labelled, test, shards, labelled_shards)
+
+
+def shard_of(cfg: DictConfig, partition_id: int) -> tuple[str, int]:
+    """``(modality, shard)`` of a partition: partitions ``m·D .. m·D + D - 1`` are modality m."""
+    modality = modality_of(cfg, partition_id)
+    if not 0 <= partition_id < num_clients(cfg):
+        raise ValueError(f"partition {partition_id} out of range")
+    return modality, partition_id % int(cfg.data.devices_per_modality)

@@ -1,0 +1,223 @@
+"""Settings of paper 1's two stages: methods, placements, the ``pretrain`` config group.
+
+Paper 1 (Zhao et al., arXiv 2503.13940): Stage I (Sec. III-A) is label-free pretraining of the
+device encoders f^m with one of four *methods*; Stage II (Sec. III-B) is supervised split
+fine-tuning. Stage I can run in three *placements* (ours; the paper counts no Stage I
+communication, Algorithm 1):
+
+========== ============================================================== =================
+placement  what happens                                                   Stage I traffic
+========== ============================================================== =================
+local      each device trains its encoder with the intra-modal term only  0 payload bits
+split      devices send projector outputs p^m of view a up, the server    features up,
+           computes the cross-modal term (eq. 11-15) and returns          gradients down
+           ∂L/∂p^m (split runtime); intra-modal terms stay on the device
+server     the server pretrains on unlabelled paired data it holds and    parameters down
+           downloads each device's encoder
+========== ============================================================== =================
+
+Valid combinations (``placement: auto`` picks the first):
+
+- ``decur``: split, server. ``local`` would drop the cross-modal term and *be* Barlow Twins,
+  so it is refused.
+- ``barlow_twins``, ``simclr`` (single-modality methods, eq. 19 / eq. 18): local, server.
+  ``split`` has nothing to send (no cross-modal term), so it is refused.
+- ``none`` (supervised from scratch): no Stage I; placement ``auto`` or ``none``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig
+
+from flwr_semcom.config import ConfigError, Rule, add_rules, float_range, int_range, one_of
+
+__all__ = [
+    "METHODS",
+    "METHOD_LABELS",
+    "PLACEMENTS",
+    "PRETRAIN_RULES",
+    "VALID_PLACEMENTS",
+    "check_pretrain_config",
+    "method_key",
+    "resolve_placement",
+]
+
+#: Stage I methods (``pretrain.method``); ``none`` = supervised from scratch.
+METHODS = ("decur", "barlow_twins", "simclr", "none")
+#: Placements (``pretrain.placement``).
+PLACEMENTS = ("auto", "local", "split", "server", "none")
+#: Valid placements per method, the default first.
+VALID_PLACEMENTS: dict[str, tuple[str, ...]] = {
+    "decur": ("split", "server"),
+    "barlow_twins": ("local", "server"),
+    "simclr": ("local", "server"),
+    "none": ("none",),
+}
+#: The name a method has in results (summary keys, plot legends).
+METHOD_LABELS = {
+    "decur": "decur",
+    "barlow_twins": "barlow_twins",
+    "simclr": "simclr",
+    "none": "supervised",
+}
+_WHY = {
+    ("decur", "local"): "local keeps only the intra-modal terms, which is Barlow Twins; DeCUR "
+    "needs the cross-modal term (eq. 11-15)",
+    ("barlow_twins", "split"): "Barlow Twins has no cross-modal term, so nothing would cross "
+    "the link",
+    ("simclr", "split"): "SimCLR has no cross-modal term, so nothing would cross the link",
+}
+
+
+def method_key(name: str) -> str:
+    """Map a method name of ``experiment.methods`` (``supervised`` = ``none``) to METHODS."""
+    name = str(name)
+    if name == "supervised":
+        return "none"
+    if name not in METHODS:
+        raise ConfigError(
+            f"experiment.methods: unknown method {name!r}; valid: "
+            + ", ".join((*METHODS[:-1], "supervised"))
+        )
+    return name
+
+
+def resolve_placement(method: str, placement: str) -> str:
+    """The effective placement of ``method``; ``ConfigError`` for an impossible pair."""
+    method = method_key(method)
+    if placement not in PLACEMENTS:
+        raise ConfigError(
+            f"pretrain.placement: invalid value {placement!r}; expected one of "
+            + ", ".join(PLACEMENTS)
+        )
+    valid = VALID_PLACEMENTS[method]
+    if placement == "auto":
+        return valid[0]
+    if placement not in valid:
+        why = _WHY.get((method, placement), "")
+        raise ConfigError(
+            f"pretrain.placement: {placement!r} is not valid for method {method!r}"
+            + (f" ({why})" if why else "")
+            + f"; valid: auto, {', '.join(valid)}"
+        )
+    return placement
+
+
+def _num_list(lo: int) -> Rule:
+    return Rule(
+        lambda v: (
+            isinstance(v, list)
+            and len(v) >= 1
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= lo for x in v)
+        ),
+        f"a non-empty list of integers >= {lo}",
+        required=False,
+    )
+
+
+def _opt(rule: Rule) -> Rule:
+    return Rule(rule.check, rule.valid, required=False)
+
+
+PRETRAIN_RULES: dict[str, Rule] = {
+    "pretrain.method": _opt(one_of(*METHODS)),
+    "pretrain.placement": _opt(one_of(*PLACEMENTS)),
+    "pretrain.rounds": _opt(int_range(0, 100_000)),
+    "pretrain.batch_size": _opt(int_range(2, 1_000_000)),
+    "pretrain.steps_per_message": _opt(int_range(1, 100_000)),
+    "pretrain.lr": _opt(float_range(0.0, 100.0, lo_open=True)),
+    "pretrain.momentum": _opt(
+        Rule(
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+            "a number in [0, 1)",
+        )
+    ),
+    "pretrain.weight_decay": _opt(float_range(0.0, 1.0)),
+    "pretrain.projector": _num_list(1),
+    "pretrain.common_fraction": _opt(float_range(0.0, 1.0)),
+    "pretrain.lambda_offdiag": _opt(float_range(0.0, None)),
+    "pretrain.reduction": _opt(one_of("sum", "mean")),
+    "pretrain.temperature": _opt(float_range(0.0, None, lo_open=True)),
+    "model.widths": Rule(
+        lambda v: v is None or _num_list(1).check(v), "null or a list of ints >= 1", False
+    ),
+    "experiment.methods": Rule(
+        lambda v: (
+            isinstance(v, list)
+            and len(v) >= 1
+            and all(x in (*METHODS, "supervised") for x in v)
+            and len({"none" if x == "supervised" else x for x in v}) == len(v)
+        ),
+        "a non-empty list of distinct methods from decur, barlow_twins, simclr, supervised",
+        required=False,
+    ),
+    "experiment.target_accuracy": Rule(
+        lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1),
+        "null (= the supervised baseline's final accuracy) or a number in (0, 1]",
+        required=False,
+    ),
+    "experiment.fail_on_divergence": Rule(
+        lambda v: isinstance(v, bool), "true or false", required=False
+    ),
+}
+
+add_rules(PRETRAIN_RULES)
+
+_REQUIRED = (
+    "method",
+    "placement",
+    "rounds",
+    "batch_size",
+    "steps_per_message",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "projector",
+    "common_fraction",
+    "lambda_offdiag",
+    "reduction",
+    "temperature",
+)
+
+
+def check_pretrain_config(cfg: DictConfig) -> None:
+    """Require the ``pretrain`` group and its keys, and a valid method/placement pair."""
+    pre: Any = cfg.get("pretrain")
+    if pre is None:
+        raise ConfigError(
+            "pretrain: missing; the paper-1 experiments define it (conf/experiment/multimodal.yaml)"
+        )
+    for key in _REQUIRED:
+        if key not in pre:
+            raise ConfigError(f"pretrain.{key}: missing; see conf/experiment/multimodal.yaml")
+    resolve_placement(str(pre.method), str(pre.placement))
+    proj = list(pre.projector)
+    if str(pre.method) == "decur":
+        common = int(round(float(pre.common_fraction) * int(proj[-1])))
+        if not 0 < common <= int(proj[-1]):
+            raise ConfigError(
+                f"pretrain.common_fraction: {pre.common_fraction} gives K_sha={common} of "
+                f"D={proj[-1]}; expected 0 < K_sha <= D"
+            )
+
+
+def encoder_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Extra encoder arguments from ``model.widths`` (``small_cnn`` only)."""
+    widths = cfg.model.get("widths")
+    if widths is None:
+        return {}
+    if str(cfg.model.encoder) != "small_cnn":
+        raise ConfigError(
+            f"model.widths: only the small_cnn encoder takes widths, got encoder "
+            f"{cfg.model.encoder!r}; set model.widths=null"
+        )
+    return {"widths": tuple(int(w) for w in widths)}
+
+
+def common_dim(pre: Mapping[str, Any] | DictConfig) -> int:
+    """K_sha = round(common_fraction × D) (DeCUR: 75 % for RGB-D)."""
+    d = int(list(pre["projector"])[-1])
+    return int(round(float(pre["common_fraction"]) * d))
