@@ -1,0 +1,219 @@
+"""Experiment ``slf_table1``: paper 2's Table I and Fig. 3, SLF side by side with FedAvg.
+
+Choi et al., arXiv 2310.09394, Sec. IV. For each misalignment case — channel dissimilarity
+(T1 sends to T2) and source dissimilarity (T3 sends to T1) — and each number of frozen layers
+``n`` in ``strategy.freeze_layers``, the runner re-installs the pre-trained pair on the two
+nodes (partition 0 = transmitter i, partition 1 = receiver j), scores the misaligned link once,
+runs :class:`~strategies.slf.SLFStrategy`, and runs the FedAvg alignment baseline
+(:class:`~strategies.fedavg_alignment.FedAvgAlignment`). The Table I point is at the link
+crossover ``channel.crossover`` and the case's ε; Fig. 3 adds the points of
+``strategy.sweep.crossover`` (channel case) and ``strategy.sweep.epsilon`` (source case).
+
+Results folder (``outputs/slf_table1/<stamp>/``): ``table1.csv`` (one row per case x task x
+method x n at the Table I point), ``table1.md`` (laid out like the paper's Table I, paper
+values beside ours), ``sweep.csv`` (every point), ``fedavg_history.csv`` (per round),
+``fig3_*.png``, ``bytes_vs_quality.png``, ``summary.json``, ``ledger.csv/json``, ``config.yaml``.
+
+Run: ``flwr run . --run-config 'experiment="slf_table1"'`` or
+``semcom-run --experiment slf_table1``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from logging import INFO
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from omegaconf import DictConfig
+
+from flwr_semcom.accounting import CommLedger, atomic_write
+from flwr_semcom.results import Results, new_run_dir
+from flwr_semcom.slf import protocol as P
+from flwr_semcom.slf.recovery import RecoveryModel
+from flwr_semcom.slf.report import TASKS, plot_fig3, table1_markdown, write_csv
+from flwr_semcom.slf.settings import CASES, check_slf_config, output_root
+from simulations.common import wait_for_nodes
+from strategies.fedavg_alignment import FedAvgAlignment
+from strategies.slf import Link, SLFStrategy, aligned_transmission, request_all
+
+TABLE_COLUMNS = (
+    "case", "task", "method", "n", "crossover", "epsilon", "unfrozen_params", "download_bytes",
+    "upload_bytes", "upload_mb", "flops", "recovery_time_s", "finetune_wall_s", "wall_time_s",
+    "mse", "accuracy", "baseline_mse", "baseline_accuracy", "rounds",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Point:
+    """One misalignment setting: the case, the link crossover and i's data dissimilarity."""
+
+    case: str
+    crossover: float
+    epsilon: float
+    table: bool  # the Table I point of its case
+
+
+def num_nodes(cfg: DictConfig) -> int:
+    """The launcher starts two SuperNodes: transmitter (partition 0) and receiver (1)."""
+    return 2
+
+
+def sweep_points(cfg: DictConfig) -> list[Point]:
+    """Table I points first, then the Fig. 3 sweep points not already covered."""
+    s = cfg.strategy
+    p0 = float(cfg.channel.crossover)
+    eps = {case: float(s.cases[case].epsilon) for case in CASES}
+    points = [Point(case, p0, eps[case], True) for case in CASES]
+    for p in s.sweep.crossover:
+        if float(p) != p0:
+            points.append(Point("channel", float(p), eps["channel"], False))
+    for e in s.sweep.epsilon:
+        if float(e) != eps["source"]:
+            points.append(Point("source", p0, float(e), False))
+    return points
+
+
+def install_pair(
+    grid: Grid, nodes: Sequence[int], cfg: DictConfig, point: Point, timeout: float
+) -> tuple[int, int]:
+    """Install fresh pre-trained transceivers (``train.slf_setup``); return ``(i, j)``."""
+    spec = cfg.strategy.cases[point.case]
+    config = ConfigRecord(
+        {
+            "transmitter": str(spec.transmitter),
+            "receiver": str(spec.receiver),
+            "source": str(spec.source),
+            "epsilon": point.epsilon,
+        }
+    )
+    msgs = [Message(RecordDict({"config": config}), node, P.SETUP) for node in nodes]
+    replies = request_all(grid, msgs, timeout)
+    by_partition = {int(P.metric(r, "partition-id")): node for node, r in zip(nodes, replies)}
+    if sorted(by_partition) != [0, 1]:
+        raise RuntimeError(
+            f"SLF needs partition-id 0 (transmitter) and 1 (receiver); got {sorted(by_partition)}"
+        )
+    return by_partition[0], by_partition[1]
+
+
+def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
+    """Run the Table I / Fig. 3 sweep and write the results folder."""
+    check_slf_config(cfg)
+    t_start = time.perf_counter()
+    s = cfg.strategy
+    timeout = float(s.timeout)
+    nodes = wait_for_nodes(grid, 2, timeout=120.0)[:2]
+    results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
+    results.save_config(cfg)
+    ledger = CommLedger()
+    recovery = RecoveryModel(
+        float(s.recovery.dl_mbps), float(s.recovery.ul_mbps), float(s.recovery.device_tflops)
+    )
+    ns = [int(n) for n in s.freeze_layers]
+    rows: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    for point in sweep_points(cfg):
+        spec = s.cases[point.case]
+        i, j = install_pair(grid, nodes, cfg, point, timeout)
+        tag = f"{point.case}/p={point.crossover:g}/eps={point.epsilon:g}"
+        link = Link(i, j, point.crossover, str(spec.source), point.epsilon, int(s.eval_seed), tag)
+        base = aligned_transmission(grid, replace(link, tag=f"{tag}/misaligned"), ledger, timeout)
+        common = {
+            "case": point.case,
+            "crossover": point.crossover,
+            "epsilon": point.epsilon,
+            "table": point.table,
+            "baseline_mse": base["mse"],
+            "baseline_accuracy": base["accuracy"],
+        }
+        rows.append(
+            {
+                **common,
+                "method": "misaligned",
+                "n": "",
+                "mse": base["mse"],
+                "accuracy": base["accuracy"],
+            }
+        )
+        log(INFO, "SLF %s: misaligned MSE %.4f accuracy %.4f", tag, base["mse"], base["accuracy"])
+        for k, n in enumerate(ns):
+            if k:
+                install_pair(grid, nodes, cfg, point, timeout)
+            res = SLFStrategy(n, recovery, ledger, seed=int(cfg.seed), timeout=timeout).start(
+                grid, replace(link, tag=f"{tag}/slf-n{n}")
+            )
+            row = {
+                **common,
+                "method": "slf",
+                "n": n,
+                **res.as_dict(),
+                "upload_mb": res.upload_bytes / 1e6,
+            }
+            rows.append(row)
+            results.add(row)
+            log(
+                INFO,
+                "SLF %s n=%d: upload %d B, recovery %.3f s, MSE %.4f, accuracy %.4f (%.1f s)",
+                tag,
+                n,
+                res.upload_bytes,
+                res.recovery_time_s,
+                res.mse,
+                res.accuracy,
+                res.wall_time_s,
+            )
+        if point.table or bool(s.sweep.fedavg):
+            install_pair(grid, nodes, cfg, point, timeout)
+            fa = FedAvgAlignment(replace(link, tag=f"{tag}/fedavg"), recovery, ledger, timeout)
+            out = fa.run(grid, int(s.fedavg.rounds))
+            row = {
+                **common,
+                "method": "fedavg",
+                "n": "",
+                "unfrozen_params": out.model_params,
+                **{k: v for k, v in out.as_dict().items() if k not in ("history", "model_params")},
+                "upload_mb": out.upload_bytes / 1e6,
+            }
+            rows.append(row)
+            results.add(row)
+            history += [{**common, **h} for h in out.history]
+            log(
+                INFO,
+                "FedAvg %s: %d rounds, %d B, recovery %.3f s, MSE %.4f, accuracy %.4f",
+                tag,
+                out.rounds,
+                out.download_bytes + out.upload_bytes,
+                out.recovery_time_s,
+                out.mse,
+                out.accuracy,
+            )
+    wall = time.perf_counter() - t_start
+    table_rows = [
+        {**r, "task": task}
+        for r in rows
+        if r["table"] and r["method"] != "misaligned"
+        for task in TASKS
+    ]
+    write_csv(results.dir / "table1.csv", table_rows, TABLE_COLUMNS)
+    write_csv(results.dir / "sweep.csv", rows)
+    write_csv(results.dir / "fedavg_history.csv", history)
+    with atomic_write(results.dir / "table1.md") as fh:
+        fh.write(table1_markdown(table_rows, ns))
+    plot_fig3(results.dir, rows, history, ns)
+    results.write_ledger(ledger)
+    summary = {
+        "results_dir": str(results.dir.resolve()),
+        "sweep_wall_time_s": wall,
+        "points": len(sweep_points(cfg)),
+        "slf_runs": sum(r["method"] == "slf" for r in rows),
+        "fedavg_runs": sum(r["method"] == "fedavg" for r in rows),
+        "ledger": ledger.summary(),
+    }
+    results.write_summary(summary)
+    log(INFO, "slf_table1: %.1f s, results in %s", wall, results.dir.resolve())
+    return summary
