@@ -22,6 +22,7 @@ ACTION_MODULES: tuple[str, ...] = (
     "flwr_semcom.node_info",
     "flwr_semcom.split.client",
     "flwr_semcom.paper1.client",
+    "flwr_semcom.slf.client",
 )
 
 app = ClientApp()
