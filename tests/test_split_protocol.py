@@ -150,3 +150,34 @@ def test_load_module_rejects_a_foreign_state() -> None:
     rec = module_record(nn.Linear(3, 2))
     with pytest.raises(ValueError, match="does not fit the model"):
         load_module(nn.Linear(4, 2), rec)
+
+
+def test_config_errors_name_the_key_and_the_valid_range() -> None:
+    from omegaconf import OmegaConf
+
+    from flwr_semcom.config import ConfigError, compose_config
+    from flwr_semcom.split import check_split_config
+    from flwr_semcom.split.rgbd import channel_kwargs, modality_of
+
+    with pytest.raises(
+        ConfigError,
+        match=r"strategy.steps_per_message: invalid value 0; expected an integer in \[1, 100000\]",
+    ):
+        compose_config("main", "strategy.steps_per_message=0")
+    with pytest.raises(
+        ConfigError, match=r"strategy.momentum: invalid value 1.0; expected a number in \[0, 1\)"
+    ):
+        compose_config("main", "strategy.momentum=1.0")
+    cfg = compose_config("main")
+    OmegaConf.set_struct(cfg, False)
+    del cfg.strategy["batch_size"]
+    with pytest.raises(ConfigError, match="strategy.batch_size: missing; expected an integer"):
+        check_split_config(cfg)
+    with pytest.raises(ConfigError, match=r"partition-id: 2 out of range; .* partitions 0..1"):
+        modality_of(compose_config("main"), 2)
+    with pytest.raises(ConfigError, match="channel.name: 'dmc' cannot carry analog features"):
+        channel_kwargs(compose_config("main", "channel=dmc"))
+    sweep = compose_config("main")
+    sweep.channel.snr_db = OmegaConf.create([0.0, 10.0])
+    with pytest.raises(ConfigError, match="channel.snr_db: .* is a sweep"):
+        channel_kwargs(sweep)

@@ -69,31 +69,42 @@ def augment(x: torch.Tensor, seed: int, pad: int = AUG_PAD) -> torch.Tensor:
     return out
 
 
-@lru_cache(maxsize=2)
-def _dataset(num_samples: int, image_size: int, seed: int) -> Any:
-    from flwr_semcom.data.synthetic_rgbd import SyntheticRGBD
-
-    return SyntheticRGBD(num_samples=num_samples, image_size=image_size, seed=seed)
-
-
-def load_modality(cfg: DictConfig, modality: str) -> torch.Tensor:
-    """The ``[N, C, H, W]`` tensor of one modality of the configured data set."""
+def _check_data(cfg: DictConfig) -> None:
     if cfg.data.name != "synthetic_rgbd":
         raise ConfigError(
             f"data.name: {cfg.data.name!r} is not supported by the rgbd split tasks; "
             "valid: 'synthetic_rgbd'"
         )
-    ds = _dataset(int(cfg.data.num_samples), int(cfg.data.image_size), int(cfg.seed))
-    tensor: torch.Tensor = getattr(ds, modality)
-    return tensor
+
+
+def _generate(num_samples: int, image_size: int, seed: int) -> Any:
+    from flwr_semcom.data.synthetic_rgbd import SyntheticRGBD
+
+    return SyntheticRGBD(num_samples=num_samples, image_size=image_size, seed=seed)
+
+
+@lru_cache(maxsize=4)
+def _modality(num_samples: int, image_size: int, seed: int, modality: str) -> torch.Tensor:
+    tensor: torch.Tensor = getattr(_generate(num_samples, image_size, seed), modality)
+    return tensor  # the other modality is dropped with the data set object
+
+
+@lru_cache(maxsize=2)
+def _labels(num_samples: int, image_size: int, seed: int) -> tuple[torch.Tensor, int]:
+    ds = _generate(num_samples, image_size, seed)
+    return ds.labels, int(ds.num_classes)
+
+
+def load_modality(cfg: DictConfig, modality: str) -> torch.Tensor:
+    """The ``[N, C, H, W]`` tensor of one modality (a client keeps only its own)."""
+    _check_data(cfg)
+    return _modality(int(cfg.data.num_samples), int(cfg.data.image_size), int(cfg.seed), modality)
 
 
 def load_labels(cfg: DictConfig) -> tuple[torch.Tensor, int]:
-    """Labels ``[N]`` and the number of classes of the configured data set."""
-    if cfg.data.name != "synthetic_rgbd":
-        raise ConfigError(f"data.name: {cfg.data.name!r} unsupported; valid: 'synthetic_rgbd'")
-    ds = _dataset(int(cfg.data.num_samples), int(cfg.data.image_size), int(cfg.seed))
-    return ds.labels, int(ds.num_classes)
+    """Labels ``[N]`` and the number of classes of the configured data set (server side)."""
+    _check_data(cfg)
+    return _labels(int(cfg.data.num_samples), int(cfg.data.image_size), int(cfg.seed))
 
 
 def labelled_subset(
