@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from simulations.deploy_local import LocalDeployment, free_ports, local_deployment
+from simulations.launch import ProcessGuard
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -198,6 +199,19 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+#: A split_supervised run small enough for a test: 38 training samples in 7 batches of 6, so
+#: with S=8 batches per message one round is 2 train.split_step messages per node, plus the
+#: query.split_state and evaluate.split_forward messages.
+TINY_SPLIT = (
+    "data.num_samples=48 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
+    "strategy.batch_size=6 strategy.rounds=1 strategy.eval_batch_size=16 "
+    "strategy.steps_per_message=8"
+)
+#: metrics.csv columns that must agree between simulation and deployment
+EXACT_COLUMNS = ("round", "cum_up_bytes", "cum_down_bytes", "cum_channel_uses")
+FLOAT_COLUMNS = ("loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
     """A TLS + SuperNode-auth SuperLink and two SuperNodes; afterwards nothing may be left."""
@@ -217,6 +231,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_node_check_on_tls_deployment(deployment: LocalDeployment, tmp_path: Path) -> None:
     res = deployment.run_experiment("node_check", f"paths.output_dir={tmp_path}", timeout=300)
     assert res.returncode == 0, res.output[-3000:]
@@ -240,6 +255,7 @@ def test_node_check_on_tls_deployment(deployment: LocalDeployment, tmp_path: Pat
     assert not {int(r["pid"]) for r in rows} & started
 
 
+@pytest.mark.slow
 def test_unregistered_supernode_is_refused(deployment: LocalDeployment, tmp_path: Path) -> None:
     assert _sh(DEPLOY / "supernode_key.sh", tmp_path, "stranger").returncode == 0
     log = tmp_path / "stranger.log"
@@ -274,3 +290,42 @@ def test_unregistered_supernode_is_refused(deployment: LocalDeployment, tmp_path
         deployment.record_pids()
     assert rc != 0
     assert "Failed to activate SuperNode" in log.read_text()
+
+
+@pytest.mark.slow
+def test_split_supervised_deployment_matches_simulation(
+    deployment: LocalDeployment, tmp_path: Path
+) -> None:
+    # Same-length output paths: the overrides string travels in every message's config and is
+    # counted in the ledger's bytes.
+    sim_out, dep_out = tmp_path / "sim", tmp_path / "dep"
+    guard = ProcessGuard()
+    try:  # the simulation runs while the deployment mostly waits on its polls
+        with open(tmp_path / "sim.log", "wb") as log:
+            sim = guard.start(
+                [sys.executable, "-m", "simulations.launch", "--experiment", "main"]
+                + ["--overrides", f"{TINY_SPLIT} paths.output_dir={sim_out}"]
+                + ["--flwr-home", str(tmp_path / "sim-home")],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        res = deployment.run_experiment(
+            "main", f"{TINY_SPLIT} paths.output_dir={dep_out}", timeout=600
+        )
+        sim_rc = sim.wait(timeout=600)
+    finally:
+        guard.stop_all()
+    sim_log = (tmp_path / "sim.log").read_text()
+    assert sim_rc == 0 and "finished:completed" in sim_log, sim_log[-3000:]
+    assert res.returncode == 0 and res.status == "finished:completed", res.output[-3000:]
+
+    (sim_dir,) = (sim_out / "main").iterdir()
+    (dep_dir,) = (dep_out / "main").iterdir()
+    sim_rows, dep_rows = _rows(sim_dir / "metrics.csv"), _rows(dep_dir / "metrics.csv")
+    assert len(sim_rows) == len(dep_rows) == 1
+    for s_row, d_row in zip(sim_rows, dep_rows):
+        for col in EXACT_COLUMNS:
+            assert s_row[col] == d_row[col], col
+        for col in FLOAT_COLUMNS:
+            assert float(d_row[col]) == pytest.approx(float(s_row[col]), abs=1e-6), col
