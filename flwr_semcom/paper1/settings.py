@@ -22,7 +22,8 @@ Valid combinations (``placement: auto`` picks the first):
   so it is refused.
 - ``barlow_twins``, ``simclr`` (single-modality methods, eq. 19 / eq. 18): local, server.
   ``split`` has nothing to send (no cross-modal term), so it is refused.
-- ``none`` (supervised from scratch): no Stage I; placement ``auto`` or ``none``.
+- ``none`` (supervised from scratch): no Stage I; its placement is always ``none`` (so one
+  ``pretrain.placement`` can be set for a whole multi-method run).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def resolve_placement(method: str, placement: str) -> str:
             + ", ".join(PLACEMENTS)
         )
     valid = VALID_PLACEMENTS[method]
+    if method == "none":
+        return "none"  # supervised from scratch: no Stage I wherever it would have run
     if placement == "auto":
         return valid[0]
     if placement not in valid:

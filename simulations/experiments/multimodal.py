@@ -187,6 +187,9 @@ class _Run:
         }
         self.results.add(row)
         acc = row["test_accuracy"]
+        norm = row["grad_norm_max"]
+        if math.isnan(norm):  # Stage I split: the server has no weights, log ∂L/∂uplink
+            norm = row["uplink_grad_norm_max"]
         log(
             INFO,
             "[%s] %s round %d/%d | loss %.4f%s | %s bits (+%s control) | grad norm max %.3g | "
@@ -199,7 +202,7 @@ class _Run:
             "" if math.isnan(acc) else f" | test acc {acc:.4f}",
             f"{row['bits']:.4g}",
             f"{8 * bits['control_bytes']:.3g}",
-            row["grad_norm_max"],
+            norm,
             row["round_time_s"],
             row["wall_time_s"],
         )

@@ -1,0 +1,210 @@
+"""Paper 1 client side: SSL split gradients, client actions and their use of context.state."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+
+from flwr_semcom.config import compose_config
+from flwr_semcom.losses.decur import DeCURLoss
+from flwr_semcom.paper1 import client as p1
+from flwr_semcom.paper1.models import build_ssl_transmitter
+from flwr_semcom.paper1.tasks import DeCURServer, FinetuneClient, SSLClient
+from flwr_semcom.split import client as split_client
+from flwr_semcom.split.protocol import QUERY_STATE, to_tensor
+from flwr_semcom.split.schedule import BatchPlan
+from flwr_semcom.split.state import module_record
+
+TINY = (
+    "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
+    "model.widths=[4,8] pretrain.projector=[8,8] pretrain.batch_size=8"
+)
+EXPERIMENT = "multimodal"
+
+
+def _msg(content: RecordDict, message_type: str) -> Message:
+    meta = Metadata(
+        run_id=1,
+        message_id="m1",
+        src_node_id=1,
+        dst_node_id=7,
+        reply_to_message_id="",
+        group_id="",
+        created_at=time.time(),
+        ttl=600.0,
+        message_type=message_type,
+    )
+    return Message(content=content, metadata=meta)  # type: ignore[call-overload]
+
+
+def _context(pid: int = 0) -> Context:
+    return Context(
+        run_id=1,
+        node_id=7,
+        node_config={"partition-id": pid, "num-partitions": 2},
+        state=RecordDict(),
+        run_config={},
+    )
+
+
+def _config(overrides: str = TINY, **extra: Any) -> RecordDict:
+    return RecordDict(
+        {"config": ConfigRecord({"experiment": EXPERIMENT, "overrides": overrides, **extra})}
+    )
+
+
+def test_split_stage1_update_is_the_gradient_of_the_joint_decur_loss() -> None:
+    """Uplink p + intra share through the server equals ∇ of eq. 7 computed in one place."""
+    cfg = compose_config(EXPERIMENT, TINY)
+    nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
+    clients = [SSLClient(cfg, n) for n in nodes]
+    server = DeCURServer(cfg)
+    batch = BatchPlan(0, torch.arange(8), 42, 0)
+    ups, grads_split = [], []
+    inputs = [c.inputs(batch, True) for c in clients]
+    for c, xs in zip(clients, inputs):
+        c.model.train()
+        ups.append(c.model(*xs))
+    step = server.train_step([{k: v.detach() for k, v in u.items()} for u in ups], batch)
+    for c, up, g in zip(clients, ups, step.grads):
+        names = sorted(g)
+        params = [p for p in c.model.parameters() if p.requires_grad]
+        pg = torch.autograd.grad(
+            [up[n] for n in names], params, [g[n] for n in names], allow_unused=True
+        )
+        grads_split.append(pg)
+    # the same step in one place: full DeCUR loss (reduction "sum", K_sha = 6 of 8)
+    fresh = [SSLClient(cfg, n) for n in nodes]
+    p = []
+    for c, xs in zip(fresh, inputs):
+        c.model.train()
+        t: Any = c.model.transmitter
+        p.append((t(xs[0])["p"], t(xs[1])["p"]))
+    loss = DeCURLoss(common_dim=6)(p[0][0], p[0][1], p[1][0], p[1][1])
+    assert step.loss == pytest.approx(float(loss.detach()), rel=1e-5)
+    for c, pg_split in zip(fresh, grads_split):
+        params = [q for q in c.model.parameters() if q.requires_grad]
+        pg_joint = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        for a, b in zip(pg_split, pg_joint):
+            if a is None or b is None:
+                assert a is None and b is None  # the unused JSCC head
+                continue
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_views_recomputed_from_the_plan_are_identical() -> None:
+    cfg = compose_config(EXPERIMENT, TINY)
+    c = SSLClient(cfg, {"partition-id": 1, "num-partitions": 2})
+    batch = BatchPlan(3, torch.tensor([5, 1, 9, 2]), 777, 0)
+    a1, b1 = c.inputs(batch, True)
+    a2, b2 = c.inputs(batch, True)
+    assert torch.equal(a1, a2) and torch.equal(b1, b2)
+    assert c.role == "depth" and a1.shape == (4, 1, 8, 8)
+
+
+def test_pretrain_local_trains_stores_state_and_uploads_on_request() -> None:
+    over = TINY + " pretrain.method=barlow_twins pretrain.placement=local"
+    ctx = _context(0)
+    reply = p1.pretrain_local(_msg(_config(over, round=1, upload=True), p1.PRETRAIN_LOCAL), ctx)
+    metrics = reply.content.metric_records["metrics"]
+    assert metrics["num-examples"] == 30  # stratified: 1 of the 4 scenes per class is test
+    assert float(metrics["loss"]) > 0 and float(metrics["grad_norm_max"]) > 0  # type: ignore[arg-type]
+    assert all(k in ctx.state for k in p1.LOCAL_KEYS)
+    first = {k: to_tensor(v) for k, v in ctx.state.array_records[p1.LOCAL_KEYS[0]].items()}
+    uploaded = reply.content.array_records["weights"]
+    assert torch.equal(to_tensor(uploaded["encoder.net.0.weight"]), first["encoder.net.0.weight"])
+    init = build_ssl_transmitter(compose_config(EXPERIMENT, over), "rgb").state_dict()
+    assert not torch.equal(first["encoder.net.0.weight"], init["encoder.net.0.weight"])
+    reply2 = p1.pretrain_local(_msg(_config(over, round=2), p1.PRETRAIN_LOCAL), ctx)
+    assert "weights" not in reply2.content
+    second = to_tensor(ctx.state.array_records[p1.LOCAL_KEYS[0]]["encoder.net.0.weight"])
+    assert not torch.equal(second, first["encoder.net.0.weight"])  # continued from the state
+
+
+def test_pretrain_local_reports_a_non_finite_loss_instead_of_applying_it() -> None:
+    over = TINY + " pretrain.method=barlow_twins pretrain.placement=local"
+    ctx = _context(0)
+    broken = build_ssl_transmitter(compose_config(EXPERIMENT, over), "rgb")
+    with torch.no_grad():
+        enc: Any = broken.encoder
+        enc.net[0].weight[0, 0, 0, 0] = float("nan")
+    ctx.state[p1.LOCAL_KEYS[0]] = module_record(broken)
+    reply = p1.pretrain_local(_msg(_config(over, round=3), p1.PRETRAIN_LOCAL), ctx)
+    message = str(reply.content.config_records["error"]["message"])
+    assert "non-finite loss" in message
+    assert "method 'barlow_twins', stage 'pretrain', round 3" in message
+    assert "client rgb-0" in message
+    assert p1.LOCAL_KEYS[1] not in ctx.state  # nothing was applied or stored
+
+
+@pytest.mark.parametrize("source", ["random", "local", "split", "server"])
+def test_init_finetune_puts_the_start_model_where_the_split_runtime_reads_it(source: str) -> None:
+    cfg = compose_config(EXPERIMENT, TINY)
+    ctx = _context(1)
+    pretrained = build_ssl_transmitter(cfg, "depth")
+    with torch.no_grad():
+        for p in pretrained.encoder.parameters():
+            p.add_(1.0)  # distinguishable from the random initial encoder
+    content = _config(source=source)
+    if source == "local":
+        ctx.state[p1.LOCAL_KEYS[0]] = module_record(pretrained)
+    elif source == "split":
+        ssl = SSLClient(cfg, {"partition-id": 1, "num-partitions": 2})
+        ssl_tx: Any = ssl.model.transmitter
+        ssl_tx.load_state_dict(pretrained.state_dict())
+        ctx.state[p1.split_key("p1_ssl", "model")] = module_record(ssl.model)
+    elif source == "server":
+        content["encoder"] = module_record(pretrained.encoder)
+    ctx.state[p1.split_key("p1_finetune", "optim")] = ArrayRecord()  # stale state is removed
+    p1.init_finetune(_msg(content, p1.INIT_FINETUNE), ctx)
+    assert p1.split_key("p1_finetune", "optim") not in ctx.state
+    # what the split runtime will train from (its own query action reads the same state)
+    query = RecordDict(
+        {
+            "config": ConfigRecord(
+                {
+                    "experiment": EXPERIMENT,
+                    "overrides": TINY,
+                    "task": "p1_finetune",
+                    "weights": True,
+                }
+            )
+        }
+    )
+    reply = split_client.split_state(_msg(query, QUERY_STATE), ctx)
+    state = {k: to_tensor(v) for k, v in reply.content.array_records["state"].items()}
+    key = "transmitter.encoder.net.0.weight"
+    expected = pretrained.encoder.state_dict()["net.0.weight"]
+    fresh = FinetuneClient(cfg, {"partition-id": 1, "num-partitions": 2}).model.state_dict()
+    if source == "random":
+        assert torch.equal(state[key], fresh[key])
+        assert not torch.equal(state[key], expected)
+    else:
+        assert torch.equal(state[key], expected)
+    assert torch.equal(
+        state["transmitter.head.linear.weight"], fresh["transmitter.head.linear.weight"]
+    )
+
+
+def test_reset_and_set_weights() -> None:
+    ctx = _context(0)
+    ctx.state["p1.local.model"] = ArrayRecord()
+    ctx.state["split.p1_finetune.model"] = ArrayRecord()
+    ctx.state["other.thing"] = ArrayRecord()
+    reply = p1.reset(_msg(RecordDict(), p1.RESET), ctx)
+    assert reply.content.config_records["info"]["removed"] == 2
+    assert list(ctx.state.keys()) == ["other.thing"]
+    weights = RecordDict({"config": ConfigRecord({"target": "p1_ssl"}), "weights": ArrayRecord()})
+    p1.set_weights(_msg(weights, p1.SET_WEIGHTS), ctx)
+    assert "split.p1_ssl.model" in ctx.state
+    bad = RecordDict({"config": ConfigRecord({"target": "nope"}), "weights": ArrayRecord()})
+    with pytest.raises(ValueError, match="target 'nope' unknown"):
+        p1.set_weights(_msg(bad, p1.SET_WEIGHTS), ctx)
+
+
+def test_split_key_matches_the_split_runtime() -> None:
+    assert p1.split_key("p1_ssl", "model") == split_client._key("p1_ssl", "model")
