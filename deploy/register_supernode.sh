@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Register a SuperNode's public key on a SuperLink started with SuperNode authentication,
-# or list the SuperNodes it knows.
+# list the SuperNodes it knows, or unregister one (--insecure instead of --ca for a plain-HTTP link).
 #
 #   deploy/register_supernode.sh --superlink HOST:PORT --ca CA_CERT [--name NAME] PUBLIC_KEY
 #   deploy/register_supernode.sh --superlink HOST:PORT --ca CA_CERT --list
+#   deploy/register_supernode.sh --superlink HOST:PORT --ca CA_CERT --unregister NODE_ID
 #
-# Runs `flwr supernode register PUBLIC_KEY <connection>` (or `flwr supernode ls`) with a
+# Runs `flwr supernode register PUBLIC_KEY <connection>` (or `ls`, `unregister`) with a
 # connection to HOST:PORT written into a throwaway FLWR_HOME, so your own
 # ~/.flwr/config.toml is left alone. The SuperLink fixes the node id at registration and
 # prints it; the SuperNode with the matching private key then connects as that node
@@ -24,23 +25,25 @@ superlink=""
 ca=""
 name=""
 list=0
+unregister=""
 insecure=0
 pub=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --superlink | --ca | --name)
+    --superlink | --ca | --name | --unregister)
       [ $# -ge 2 ] || die "$1 needs a value"
       case "$1" in
         --superlink) superlink="$2" ;;
         --ca) ca="$2" ;;
         --name) name="$2" ;;
+        --unregister) unregister="$2" ;;
       esac
       shift
       ;;
     --list) list=1 ;;
     --insecure) insecure=1 ;;
     -h | --help)
-      sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     -*) die "unknown option '$1' (see --help)" ;;
@@ -58,7 +61,9 @@ if [ "$insecure" -eq 0 ]; then
   [ -r "$ca" ] || die "CA certificate '$ca' missing or unreadable"
   ca="$(cd "$(dirname "$ca")" && pwd)/$(basename "$ca")"
 fi
-if [ "$list" -eq 0 ]; then
+if [ -n "$unregister" ]; then
+  [[ "$unregister" =~ ^[0-9]+$ ]] || die "--unregister needs a numeric NODE_ID, got '$unregister'"
+elif [ "$list" -eq 0 ]; then
   [ -n "$pub" ] || die "PUBLIC_KEY is required (NAME.pub from deploy/supernode_key.sh), or pass --list"
   [ -r "$pub" ] || die "public key '$pub' missing or unreadable"
 fi
@@ -78,7 +83,9 @@ trap 'rm -rf "$home"' EXIT
 } >"$home/config.toml"
 export FLWR_HOME="$home" FLWR_TELEMETRY_ENABLED="${FLWR_TELEMETRY_ENABLED:-0}" FLWR_DISABLE_UPDATE_CHECK=1
 
-if [ "$list" -eq 1 ]; then
+if [ -n "$unregister" ]; then
+  "$found" supernode unregister "$unregister" link
+elif [ "$list" -eq 1 ]; then
   "$found" supernode ls link
 else
   "$found" supernode register "$pub" link ${name:+--name "$name"}

@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -284,6 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _metrics_rows(results_dir: Path | None) -> list[dict[str, str]]:
+    """The run's metrics.csv rows (round times etc.), if it wrote one."""
+    if results_dir is None or not (results_dir / "metrics.csv").is_file():
+        return []
+    with open(results_dir / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def _experiment_mode(args: argparse.Namespace) -> int:
     polls: list[float | None] = list(args.task_poll_interval)
     out: list[dict[str, object]] = []
@@ -295,6 +304,7 @@ def _experiment_mode(args: argparse.Namespace) -> int:
                     over = f"{args.overrides} paths.output_dir={dep.workdir / 'outputs'}"
                     res = dep.run_experiment(args.experiment, over.strip(), timeout=3600)
                     rows = client_timeline(dep)
+                    metrics = _metrics_rows(res.results_dir)
             except DeploymentError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
@@ -308,6 +318,7 @@ def _experiment_mode(args: argparse.Namespace) -> int:
                     "semcom_run_wall_s": res.wall_s,
                     "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg(),
+                    "metrics": metrics,
                     "messages": rows,
                 }
             )

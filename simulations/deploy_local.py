@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -174,6 +175,10 @@ class LocalDeployment:
                 stderr=subprocess.STDOUT,
             )
             assert proc.stdout is not None
+            # the launcher stops the run after `timeout`; this watchdog covers a hung launcher
+            watchdog = threading.Timer(timeout + 300, _terminate_group, args=(proc.pid,))
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 for raw in iter(proc.stdout.readline, b""):
                     line = raw.decode(errors="replace")
@@ -185,6 +190,7 @@ class LocalDeployment:
                     self.record_pids()
                 proc.wait(timeout=timeout + 120)
             finally:
+                watchdog.cancel()
                 proc.stdout.close()
         output = "".join(chunks)
         return RunResult(
@@ -213,6 +219,11 @@ class LocalDeployment:
             if int(entry.name) in self.seen_pids or any(m in cmd for m in marks):
                 found.append(f"{entry.name} {cmd.strip()}")
         return found
+
+
+def _terminate_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
 
 
 def _search_int(pattern: str, text: str) -> int | None:
@@ -492,12 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = dep.run_experiment(
                 args.experiment, args.overrides, timeout=args.timeout, stream=True
             )
+            where = f"; logs in {dep.workdir / 'logs'}" if workdir else ""
             log_line(
                 f"run {result.run_id} {result.status} in {result.wall_s:.1f} s "
-                f"(exit {result.returncode}); logs in {dep.workdir / 'logs'}"
-                if workdir
-                else f"run {result.run_id} {result.status} in {result.wall_s:.1f} s "
-                f"(exit {result.returncode})"
+                f"(exit {result.returncode}){where}"
             )
             return result.returncode
     except DeploymentError as err:

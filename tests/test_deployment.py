@@ -258,6 +258,14 @@ def test_node_check_on_tls_deployment(deployment: LocalDeployment, tmp_path: Pat
 @pytest.mark.slow
 def test_unregistered_supernode_is_refused(deployment: LocalDeployment, tmp_path: Path) -> None:
     assert _sh(DEPLOY / "supernode_key.sh", tmp_path, "stranger").returncode == 0
+    # register the key, then unregister it again: the SuperLink must refuse the node
+    link = ["--superlink", deployment.address, "--ca", str(deployment.ca)]
+    reg = _sh(DEPLOY / "register_supernode.sh", *link, tmp_path / "stranger.pub")
+    assert reg.returncode == 0, reg.stdout + reg.stderr
+    node_id = next(w for w in reg.stdout.split() if w.isdigit())
+    assert node_id in _sh(DEPLOY / "register_supernode.sh", *link, "--list").stdout
+    unreg = _sh(DEPLOY / "register_supernode.sh", *link, "--unregister", node_id)
+    assert unreg.returncode == 0, unreg.stdout + unreg.stderr
     log = tmp_path / "stranger.log"
     with open(log, "wb") as fh:
         proc = deployment.guard.start(
