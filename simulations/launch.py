@@ -262,11 +262,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"error: --num-cpus must be an integer >= 1, got {args.num_cpus}", file=sys.stderr
             )
             return 2
-        try:
-            gpu_check(args.num_gpus)
-        except SystemExit as err:
-            print(err, file=sys.stderr)
-            return 2
+        if os.environ.get("RAY_ADDRESS") and args.num_gpus > 0:
+            # A Ray cluster's GPUs may sit on worker hosts: Ray schedules them, not this host.
+            print(
+                f"[semcom-run] RAY_ADDRESS is set: not checking for a local GPU "
+                f"(--num-gpus={args.num_gpus:g} must be satisfiable by the cluster)",
+                flush=True,
+            )
+        else:
+            try:
+                gpu_check(args.num_gpus)
+            except SystemExit as err:
+                print(err, file=sys.stderr)
+                return 2
 
     flwr_home = Path(args.flwr_home).resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ SuperNode answers, with which torch/flwr versions, and whether it will use a GPU
 
 from __future__ import annotations
 
+import time
 from logging import INFO
 from typing import Any
 
@@ -26,7 +27,10 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
         )
         for n in nodes
     ]
+    t0 = time.monotonic()
     replies = list(grid.send_and_receive(msgs, timeout=float(cfg.experiment.wait)))
+    round_trip = time.monotonic() - t0
+    log(INFO, "node_check: %d replies in %.2f s (one query round trip)", len(replies), round_trip)
     results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
     results.save_config(cfg)
     failed = [r for r in replies if r.has_error()]
@@ -37,7 +41,12 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
         info = dict(r.content["info"])
         results.add({"node_id": r.metadata.src_node_id, **info})
         log(INFO, "node %s: %s", r.metadata.src_node_id, info)
-    summary = {"nodes": len(nodes), "answered": len(replies) - len(failed), "failed": len(failed)}
+    summary = {
+        "nodes": len(nodes),
+        "answered": len(replies) - len(failed),
+        "failed": len(failed),
+        "round_trip_s": round(round_trip, 3),
+    }
     results.write_summary(summary)
     log(INFO, "results folder: %s", results.dir.resolve())
     if failed or len(replies) < len(nodes):
