@@ -13,6 +13,7 @@ import torch
 from flwr_semcom.client_app import app as client_app
 from flwr_semcom.config import compose_config
 from flwr_semcom.inprocess import InProcessGrid
+from flwr_semcom.paper1 import figures
 from flwr_semcom.paper1.data import stage_ids
 from flwr_semcom.paper1.models import build_ssl_transmitter
 from flwr_semcom.split.schedule import train_batches
@@ -109,6 +110,13 @@ def test_four_methods_write_the_documented_results_folder(tmp_path: Path) -> Non
     for m in on_disk["methods"].values():
         assert m["stage2_bits"] == 8 * 2 * 2 * n2 * 8 * 4
         assert m["stage2_channel_uses"] == 2 * n2 * 4  # evaluation is ledger stage "eval"
+
+    # the Fig. 4 / 5 panels and grid table from the folder
+    assert figures.main([str(tmp_path)]) == 0
+    assert (tmp_path / "fig_labels100_rounds.png").is_file()
+    assert (tmp_path / "fig_labels100_bits.png").is_file()
+    grid_rows = list(csv.DictReader((tmp_path / "paper1_grid.csv").open()))
+    assert {r["method"] for r in grid_rows} == {"decur", "simclr", "barlow_twins", "supervised"}
 
 
 def test_server_placement_counts_the_encoder_download(tmp_path: Path) -> None:
