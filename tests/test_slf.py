@@ -26,8 +26,9 @@ from strategies.slf import Link, SLFStrategy
 SMALL = (
     "data.max_train=96 data.max_test=48 data.cifar_per_class=8 data.extra_train=null "
     "strategy.batch_size=16 strategy.pretrain.steps=3 strategy.classifier.steps=3 "
-    "strategy.finetune.steps=2 strategy.fedavg.rounds=2 strategy.fedavg.local_steps=1 "
-    "strategy.sweep.crossover=[0.05] strategy.sweep.epsilon=[0.5]"
+    "strategy.finetune.steps=2 strategy.finetune.reinit_steps=2 strategy.fedavg.rounds=2 "
+    "strategy.fedavg.local_steps=1 "
+    "strategy.sweep.crossover=[0.02] strategy.sweep.epsilon=[0.5]"
 )
 RECOVERY = RecoveryModel(dl_mbps=10.0, ul_mbps=5.0, device_tflops=1.0)
 RECEIVER_PARAMS = 2048 + 18496 + 90200 + 1409  # codebook + decoder of the default sizes

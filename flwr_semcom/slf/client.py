@@ -127,8 +127,9 @@ def receiver(msg: Message, context: Context) -> Message:
 def finetune(msg: Message, context: Context) -> Message:
     """SLF steps 2-3 (at i): fine-tune ENC_i + downloaded codebook/DEC_j, return the unfrozen.
 
-    ``n = 0`` re-initialises the whole virtual transceiver and trains it at the original
-    learning rate; ``n >= 1`` freezes the last ``n`` layers and uses the reduced rate.
+    ``n = 0`` re-initialises the whole virtual transceiver and re-trains it from scratch
+    (``finetune.reinit_steps`` at the original rate ``finetune.lr_reinit``); ``n >= 1``
+    freezes the last ``n`` layers and runs ``finetune.steps`` at the reduced rate.
     """
     cfg = _config(context)
     node = _node(context)
@@ -148,7 +149,7 @@ def finetune(msg: Message, context: Context) -> Message:
     stats = train_transceiver(
         model,
         _node_data(cfg, node, "train").images.to(device),
-        steps=int(ft.steps),
+        steps=int(ft.reinit_steps if n == 0 else ft.steps),
         lr=float(ft.lr_reinit if n == 0 else ft.lr),
         batch_size=int(cfg.strategy.batch_size),
         crossover=P.config_float(c, "crossover"),

@@ -135,6 +135,7 @@ RULES: dict[str, Rule] = {
     "strategy.finetune.steps": _STEPS,
     "strategy.finetune.lr": _POS_LR,
     "strategy.finetune.lr_reinit": _POS_LR,
+    "strategy.finetune.reinit_steps": _STEPS,
     "strategy.transceivers": Rule(
         _transceivers,
         "a mapping name -> {source: mnist|mixed, epsilon: [0, 1], crossover: [0, 1], seed: int}",
