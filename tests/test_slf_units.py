@@ -120,6 +120,8 @@ def test_config_checks() -> None:
         compose_config("slf_table1", ["strategy.finetune.lr=0"])
     with pytest.raises(ConfigError, match="strategy.recovery.ul_mbps"):
         compose_config("slf_table1", ["strategy.recovery.ul_mbps=-2"])
+    with pytest.raises(ConfigError, match="strategy.timeout"):  # a key split learning shares
+        check_slf_config(compose_config("slf_table1", ["strategy.timeout=0"]))
 
 
 def test_table1_markdown_layout() -> None:

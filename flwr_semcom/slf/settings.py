@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from flwr_semcom.config import ConfigError, Rule, add_rules, float_range, int_range, validate_config
+from flwr_semcom.config import ConfigError, Rule, add_rules, float_range, int_range
 
 __all__ = [
     "CASES",
@@ -163,7 +163,13 @@ RULES: dict[str, Rule] = {
     ),
     "strategy.timeout": _opt(float_range(0.0, lo_open=True)),
 }
-add_rules(RULES)
+#: Keys other groups' rules also cover (split learning's ``strategy.*``): checked by
+#: :func:`check_slf_config` only, so that registering ours does not replace theirs.
+SHARED_KEYS = frozenset({"strategy.batch_size", "strategy.timeout"})
+add_rules({k: r for k, r in RULES.items() if k not in SHARED_KEYS})
+
+
+_MISSING = object()
 
 
 def max_freeze_layers(cfg: DictConfig) -> int:
@@ -172,14 +178,24 @@ def max_freeze_layers(cfg: DictConfig) -> int:
 
 
 def check_slf_config(cfg: DictConfig) -> None:
-    """Validate an SLF config: single keys (:data:`RULES`) and cross-key consistency.
+    """Validate an SLF config: its keys (:data:`RULES`) and cross-key consistency.
+
+    Only this module's rules are checked here (the whole table is checked when the config is
+    composed), so a run does not iterate the global table while another thread registers
+    rules.
 
     Raises
     ------
     ConfigError
         One line naming the key, the value and the valid range.
     """
-    validate_config(cfg)
+    for key, rule in RULES.items():  # our rules only; the global table is checked at compose
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+        if value is _MISSING:
+            continue
+        value = plain(value)
+        if not rule.check(value):
+            raise ConfigError(f"{key}: invalid value {value!r}; expected {rule.valid}")
     s = cfg.strategy
     for key in ("transceivers", "cases", "freeze_layers", "finetune", "fedavg", "recovery"):
         if key not in s:
