@@ -112,7 +112,7 @@ def _series(
     rows: Sequence[Mapping[str, Any]], x_key: str, y_key: str, ns: Sequence[int]
 ) -> dict[str, tuple[list[float], list[float]]]:
     groups: list[tuple[str, str, Any]] = [(f"SLF n={n}", "slf", n) for n in ns]
-    groups += [("FedAvg", "fedavg", ""), ("misaligned", "misaligned", "")]
+    groups.append(("FedAvg", "fedavg", ""))  # the misaligned baseline is in table1.md
     series = {}
     for name, method, n in groups:
         pts = sorted(
@@ -131,7 +131,7 @@ def plot_fig3(
     history: Sequence[Mapping[str, Any]],
     freeze_layers: Sequence[int],
 ) -> list[Path]:
-    """Fig. 3-style plots (metric vs p and vs ε, one line per ``n``, FedAvg, misaligned) and
+    """Fig. 3-style plots (metric vs p and vs ε, one line per ``n`` and FedAvg) and
     bytes-vs-accuracy at the Table I point (SLF per ``n``, FedAvg per round). Returns paths."""
     folder = Path(folder)
     written: list[Path] = []
