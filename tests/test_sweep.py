@@ -59,19 +59,19 @@ def test_two_point_sweep_runs_one_flower_run_per_point(tmp_path: Path) -> None:
             "simulations.sweep",
             "--experiment",
             "node_check",
-            "experiment.wait=30,31",
+            "experiment.wait=240,241",
             "--output-dir",
             str(tmp_path),
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=900,
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     (sweep_dir,) = (tmp_path / "node_check").iterdir()
     with (sweep_dir / "sweep.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["experiment.wait"] for r in rows] == ["30", "31"]
+    assert [r["experiment.wait"] for r in rows] == ["240", "241"]
     assert all(r["status"] == "ok" and r["answered"] == "2" for r in rows)
     assert len(list((sweep_dir / "runs").iterdir())) == 2
