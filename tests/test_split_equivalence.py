@@ -49,10 +49,10 @@ def _max_diff(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> f
 
 
 def _flower_inprocess(
-    overrides: str, server_task: ServerTask | None = None
+    overrides: str, server_task: ServerTask | None = None, clients: int = 2
 ) -> tuple[SplitTraining, dict[int, dict[str, torch.Tensor]]]:
     cfg = compose_config("main", overrides)
-    nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
+    nodes = [{"partition-id": i, "num-partitions": clients} for i in range(clients)]
     grid = InProcessGrid(client_app, nodes, {"experiment": "main", "overrides": overrides})
     strategy = SplitTraining(cfg, experiment="main", overrides=overrides, server_task=server_task)
     strategy.start(grid)
@@ -75,6 +75,20 @@ def test_inprocess_flower_run_equals_reference(steps: int) -> None:
         "rgbd_supervised", compose_config("main", overrides), {"partition-id": 0}
     )
     assert _max_diff(first.model.state_dict(), ref.client_states[0]) > 1e-3
+
+
+def test_three_clients_and_a_spare_node() -> None:
+    """Any number of clients: three devices (two see RGB); a fourth node is left out."""
+    overrides = (
+        f"{TINY} strategy.rounds=1 strategy.steps_per_message=2 data.modalities=[rgb,depth,rgb]"
+    )
+    strategy, clients = _flower_inprocess(overrides, clients=4)
+    assert [c.role for c in strategy.clients] == ["rgb", "depth", "rgb"]
+    ref = run_reference(compose_config("main", overrides))
+    for p in (0, 1, 2):
+        assert _max_diff(clients[p], ref.client_states[p]) <= TOL
+    assert _max_diff(server_state(strategy), ref.server_state) <= TOL
+    assert _max_diff(clients[0], clients[2]) > 1e-3  # own initial weights and channel noise
 
 
 def test_steps_per_message_changes_the_result_but_replay_and_graph_agree() -> None:

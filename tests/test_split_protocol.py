@@ -173,8 +173,12 @@ def test_config_errors_name_the_key_and_the_valid_range() -> None:
     del cfg.strategy["batch_size"]
     with pytest.raises(ConfigError, match="strategy.batch_size: missing; expected an integer"):
         check_split_config(cfg)
-    with pytest.raises(ConfigError, match=r"partition-id: 2 out of range; .* partitions 0..1"):
+    with pytest.raises(
+        ConfigError, match=r"partition-id: 2 out of range; data.modalities gives partitions 0..1"
+    ):
         modality_of(compose_config("main"), 2)
+    with pytest.raises(ConfigError, match="data.devices_per_modality: 2 is not supported"):
+        modality_of(compose_config("main", "data.devices_per_modality=2"), 0)
     with pytest.raises(ConfigError, match="channel.name: 'dmc' cannot carry analog features"):
         channel_kwargs(compose_config("main", "channel=dmc"))
     sweep = compose_config("main")

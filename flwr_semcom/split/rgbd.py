@@ -6,11 +6,12 @@ build_transmitter`), sends it over the channel (eq. 2; here simulated on the dev
 then sends the *received* ẑ^m), the server concatenates ẑ = [ẑ^1, …, ẑ^M] (eq. 3), decodes
 ŷ = g(ẑ; φ) (eq. 4) and trains with cross-entropy; the gradients ∂L/∂ẑ^m go back.
 
-Client task ``rgbd_supervised``: partition ``p`` observes modality
-``cfg.data.modalities[p // cfg.data.devices_per_modality]`` and loads only that tensor of the
-synthetic RGB-D data set. Server task ``rgbd_decoder``: :class:`~flwr_semcom.models.decoder.
-ServerDecoder` with SGD, the labels, and the train / test IDs (a seeded stratified split,
-then a stratified labelled subset of ``cfg.data.label_fraction``).
+Client task ``rgbd_supervised``: partition ``p`` observes modality ``cfg.data.modalities[p]``
+(any number of devices; a modality may repeat) and loads only that tensor of the synthetic
+RGB-D data set; ``data.devices_per_modality`` must be 1. Server task ``rgbd_decoder``:
+:class:`~flwr_semcom.models.decoder.ServerDecoder` with SGD, the labels, and the train / test
+IDs (a seeded stratified split, then a stratified labelled subset of
+``cfg.data.label_fraction``).
 """
 
 from __future__ import annotations
@@ -35,19 +36,26 @@ AUG_PAD = 4  # pixels of zero padding for the random crop
 
 
 def num_clients(cfg: DictConfig) -> int:
-    """Number of devices: ``len(data.modalities) × data.devices_per_modality``."""
-    return len(cfg.data.modalities) * int(cfg.data.devices_per_modality)
+    """Number of devices: one per entry of ``data.modalities`` (a modality may repeat)."""
+    dpm = int(cfg.data.devices_per_modality)
+    if dpm != 1:
+        raise ConfigError(
+            f"data.devices_per_modality: {dpm} is not supported by the rgbd split tasks; "
+            "valid: 1 (list a modality twice in data.modalities for two devices seeing it; "
+            "horizontal shards per device, data.partition.vertical_partition, are not wired)"
+        )
+    return len(cfg.data.modalities)
 
 
 def modality_of(cfg: DictConfig, partition_id: int) -> str:
-    """The modality observed by partition ``partition_id``."""
+    """The modality observed by partition ``partition_id``: ``data.modalities[partition_id]``."""
     n = num_clients(cfg)
     if not 0 <= partition_id < n:
         raise ConfigError(
-            f"partition-id: {partition_id} out of range; data.modalities × "
-            f"data.devices_per_modality gives partitions 0..{n - 1}"
+            f"partition-id: {partition_id} out of range; data.modalities gives partitions "
+            f"0..{n - 1}"
         )
-    return str(cfg.data.modalities[partition_id // int(cfg.data.devices_per_modality)])
+    return str(cfg.data.modalities[partition_id])
 
 
 def augment(x: torch.Tensor, seed: int, pad: int = AUG_PAD) -> torch.Tensor:
