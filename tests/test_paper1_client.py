@@ -208,3 +208,17 @@ def test_reset_and_set_weights() -> None:
 
 def test_split_key_matches_the_split_runtime() -> None:
     assert p1.split_key("p1_ssl", "model") == split_client._key("p1_ssl", "model")
+
+
+def test_precise_bn_recomputes_only_the_batch_norm_statistics() -> None:
+    ctx = _context(0)
+    p1.init_finetune(_msg(_config(source="random"), p1.INIT_FINETUNE), ctx)
+    key = p1.split_key("p1_finetune", "model")
+    before = {k: to_tensor(v) for k, v in ctx.state.array_records[key].items()}
+    reply = p1.precise_bn(_msg(_config(samples=16), p1.PRECISE_BN), ctx)
+    info = reply.content.config_records["info"]
+    assert info["samples"] == 16 and int(info["layers"]) > 0  # type: ignore[arg-type]
+    after = {k: to_tensor(v) for k, v in ctx.state.array_records[key].items()}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("running_" in k or "num_batches" in k for k in changed)
+    assert any(k.endswith("running_mean") for k in changed)

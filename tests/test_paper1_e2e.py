@@ -139,15 +139,18 @@ def test_fedavg_keeps_one_encoder_per_modality(tmp_path: Path) -> None:
     summary, grid, over = _run(
         tmp_path,
         "data.devices_per_modality=2 experiment.methods=[barlow_twins] "
-        "experiment.target_accuracy=0.5",
+        "experiment.target_accuracy=0.5 finetune.precise_bn_samples=0",
     )
     assert summary["methods"]["barlow_twins"]["stage1_bits"] > 0  # parameters up and down
     cfg = compose_config("multimodal", over)
-    probe = SplitTraining(cfg, experiment="multimodal", overrides=over, ledger=None)
     from flwr_semcom.paper1.tasks import DecoderServer
 
-    probe.server = DecoderServer(cfg, clients=4)
-    probe.client_task = "p1_finetune"
+    probe = SplitTraining(
+        cfg,
+        experiment="multimodal",
+        overrides=over,
+        server_task=DecoderServer(cfg, clients=4),
+    )
     probe.discover(grid)
     states = probe.fetch_client_states(grid)
     for a, b in ((0, 1), (2, 3)):  # rgb-0/rgb-1 and depth-0/depth-1

@@ -20,6 +20,13 @@ Stage II) go through the split runtime's own actions; these add what lies around
     downloaded from the server). Writes the Stage II client model (encoder from ``source``,
     JSCC head freshly initialised) into the split runtime's state and clears its optimizer
     and exchange state, so the next ``train.split_step`` starts Stage II from it.
+``train.p1_precise_bn``
+    ``"config"``: ``experiment``, ``overrides`` (of Stage II), ``samples``. Recomputes the
+    batch-norm statistics of the Stage II client model at its current weights from
+    ``samples`` of the device's own training scenes (train-mode forward, no gradients, no
+    augmentation; "precise BN", Wu & Johnson 2021) before an evaluation. Only statistics
+    change, which training never reads (train mode uses batch statistics); nothing but the
+    control record crosses the link.
 ``query.p1_reset``
     Deletes every paper-1 and split-task entry of ``context.state`` (a new method starts
     from scratch). Reply: ``"info"`` with the number of entries removed.
@@ -36,6 +43,7 @@ from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from torch import nn
 
 from flwr_semcom.config import config_from_run_config, resolve_device
 from flwr_semcom.paper1.data import shard_of, stage_ids
@@ -45,17 +53,20 @@ from flwr_semcom.paper1.stability import NonFiniteError
 from flwr_semcom.paper1.tasks import FINETUNE_CLIENT_TASK, PRETRAIN_CLIENT_TASK, FinetuneClient
 from flwr_semcom.split.protocol import to_tensor
 from flwr_semcom.split.rgbd import load_modality
+from flwr_semcom.split.schedule import derive_seed
 from flwr_semcom.split.state import load_module, load_optimizer, module_record, optimizer_records
 
 __all__ = [
     "ACTIONS",
     "INIT_FINETUNE",
+    "PRECISE_BN",
     "LOCAL_KEYS",
     "PRETRAIN_LOCAL",
     "RESET",
     "SET_WEIGHTS",
     "SPLIT_PARTS",
     "init_finetune",
+    "precise_bn",
     "pretrain_local",
     "reset",
     "set_weights",
@@ -66,6 +77,7 @@ PRETRAIN_LOCAL = "train.p1_pretrain_local"
 SET_WEIGHTS = "train.p1_set_weights"
 INIT_FINETUNE = "train.p1_init_finetune"
 RESET = "query.p1_reset"
+PRECISE_BN = "train.p1_precise_bn"
 
 LOCAL_KEYS = ("p1.local.model", "p1.local.optim", "p1.local.optim_meta")
 #: The parts the split runtime keeps per task (``flwr_semcom.split.client``).
@@ -223,6 +235,41 @@ def init_finetune(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"info": info}), reply_to=msg)
 
 
+def precise_bn(msg: Message, context: Context) -> Message:
+    """``train.p1_precise_bn``: batch-norm statistics of the Stage II model, recomputed."""
+    rec = _config(msg, PRECISE_BN)
+    cfg = _compose(rec, PRECISE_BN)
+    samples = int(rec.get("samples", 512))  # type: ignore[arg-type]
+    key = split_key(FINETUNE_CLIENT_TASK, "model")
+    if key not in context.state:
+        raise ValueError(f"{PRECISE_BN}: no Stage II model stored on this client")
+    pid = _partition(context)
+    task = FinetuneClient(cfg, dict(context.node_config))
+    load_module(task.model, context.state.array_records[key])
+    _, shard = shard_of(cfg, pid)
+    ids = stage_ids(cfg).shards[shard]
+    g = torch.Generator().manual_seed(derive_seed(int(cfg.seed), "precise-bn", pid))
+    ids = ids[torch.randperm(ids.shape[0], generator=g)[:samples]]
+    bns = [m for m in task.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the recalibration batches
+    task.model.train()
+    batch = int(cfg.strategy.batch_size)
+    with torch.no_grad():
+        for start in range(0, ids.shape[0], batch):
+            part = ids[start : start + batch]
+            if part.shape[0] < 2:
+                break
+            task.model(task.data[part], generator=g)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    context.state[key] = module_record(task.model)
+    info = ConfigRecord({"samples": int(ids.shape[0]), "layers": len(bns)})
+    return Message(RecordDict({"info": info}), reply_to=msg)
+
+
 def reset(msg: Message, context: Context) -> Message:
     """``query.p1_reset``: forget every paper-1 and split-task entry of the state."""
     state = context.state
@@ -237,4 +284,5 @@ ACTIONS = {
     SET_WEIGHTS: set_weights,
     INIT_FINETUNE: init_finetune,
     RESET: reset,
+    PRECISE_BN: precise_bn,
 }

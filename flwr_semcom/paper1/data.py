@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
+from flwr_semcom.config import ConfigError
 from flwr_semcom.data.partition import vertical_partition
 from flwr_semcom.data.splits import stratified_split
-from flwr_semcom.split.rgbd import labelled_subset, load_labels, modality_of, num_clients
+from flwr_semcom.split.rgbd import labelled_subset, load_labels
 
-__all__ = ["StageIds", "shard_of", "stage_ids"]
+__all__ = ["StageIds", "device_modality", "num_devices", "shard_of", "stage_ids"]
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,23 @@ def stage_ids(cfg: DictConfig) -> StageIds:
     return StageIds(train, labelled, test, shards, labelled_shards)
 
 
+def num_devices(cfg: DictConfig) -> int:
+    """Devices of paper 1: ``len(data.modalities) × data.devices_per_modality``."""
+    return len(cfg.data.modalities) * int(cfg.data.devices_per_modality)
+
+
+def device_modality(cfg: DictConfig, partition_id: int) -> str:
+    """The modality of a partition: partitions ``m·D .. m·D + D - 1`` observe modality m."""
+    n = num_devices(cfg)
+    if not 0 <= partition_id < n:
+        raise ConfigError(
+            f"partition-id: {partition_id} out of range; data.modalities × "
+            f"data.devices_per_modality gives partitions 0..{n - 1}"
+        )
+    return str(cfg.data.modalities[partition_id // int(cfg.data.devices_per_modality)])
+
+
 def shard_of(cfg: DictConfig, partition_id: int) -> tuple[str, int]:
-    """``(modality, shard)`` of a partition: partitions ``m·D .. m·D + D - 1`` are modality m."""
-    modality = modality_of(cfg, partition_id)
-    if not 0 <= partition_id < num_clients(cfg):
-        raise ValueError(f"partition {partition_id} out of range")
+    """``(modality, shard)`` of a partition (device ``<modality>-<shard>``)."""
+    modality = device_modality(cfg, partition_id)
     return modality, partition_id % int(cfg.data.devices_per_modality)

@@ -162,6 +162,8 @@ PRETRAIN_RULES: dict[str, Rule] = {
         "null (= the supervised baseline's final accuracy) or a number in (0, 1]",
         required=False,
     ),
+    "finetune.precise_bn_samples": _opt(int_range(0, 10_000_000)),
+    "finetune.crop_scale_min": _opt(float_range(0.0, 1.0, lo_open=True)),
     "experiment.fail_on_divergence": Rule(
         lambda v: isinstance(v, bool), "true or false", required=False
     ),

@@ -33,8 +33,8 @@ from torch import nn
 from flwr_semcom.config import ConfigError
 from flwr_semcom.models.decoder import ServerDecoder
 from flwr_semcom.models.transmitter import build_transmitter
-from flwr_semcom.paper1.augment import AugmentConfig, two_views
-from flwr_semcom.paper1.data import stage_ids
+from flwr_semcom.paper1.augment import AugmentConfig, augment_view, two_views
+from flwr_semcom.paper1.data import device_modality, num_devices, stage_ids
 from flwr_semcom.paper1.models import (
     SSLPipeline,
     build_ssl_transmitter,
@@ -46,13 +46,10 @@ from flwr_semcom.paper1.settings import encoder_kwargs
 from flwr_semcom.paper1.stability import NonFiniteError
 from flwr_semcom.split.rgbd import (
     SplitPipeline,
-    augment,
     channel_kwargs,
     load_labels,
     load_modality,
     make_sgd,
-    modality_of,
-    num_clients,
 )
 from flwr_semcom.split.schedule import BatchPlan, derive_seed
 from flwr_semcom.split.tasks import CLIENT_TASKS, SERVER_TASKS, ClientTask, ServerStep, ServerTask
@@ -92,7 +89,7 @@ class SSLClient(ClientTask):
 
     def __init__(self, cfg: DictConfig, node_config: Mapping[str, Any]) -> None:
         self.partition_id = _partition(node_config)
-        self.role = modality_of(cfg, self.partition_id)
+        self.role = device_modality(cfg, self.partition_id)
         self.cfg = cfg
         method = str(cfg.pretrain.method)
         transmitter = build_ssl_transmitter(cfg, self.role)
@@ -205,7 +202,7 @@ class DeCURServer(_Progress, ServerTask):
             )
         self.loss_fn = decur_loss(cfg)
         self.cross_weight = self.loss_fn.weights["cross_common"]
-        self.num_clients = int(clients) if clients is not None else num_clients(cfg)
+        self.num_clients = int(clients) if clients is not None else num_devices(cfg)
         ids = stage_ids(cfg)
         self.train_ids = ids.train if train_ids is None else train_ids
         self.test_ids = torch.zeros(0, dtype=torch.int64)
@@ -261,7 +258,7 @@ class FinetuneClient(ClientTask):
         from flwr_semcom.channels import build_channel
 
         self.partition_id = _partition(node_config)
-        self.role = modality_of(cfg, self.partition_id)
+        self.role = device_modality(cfg, self.partition_id)
         self.cfg = cfg
         transmitter = build_transmitter(
             self.role,
@@ -278,12 +275,18 @@ class FinetuneClient(ClientTask):
         self.model = SplitPipeline(transmitter, channel)
         self.data = load_modality(cfg, self.role)
         self.augment = bool(cfg.strategy.get("augment", True))
+        crop = float(cfg.get("finetune", {}).get("crop_scale_min", 0.6))
+        self.geometry = AugmentConfig(
+            crop_scale_min=crop, jitter_p=0.0, grayscale_p=0.0, depth_noise_p=0.0
+        )
 
     def inputs(self, batch: BatchPlan, train: bool) -> tuple[torch.Tensor, ...]:
+        """The batch's images; in training a random resized crop and flip (paper 1 Sec.
+        IV-A: random crops), the same for both modalities (drawn from the batch's seed)."""
         _check_ids(batch.ids, self.data.shape[0], self.role)
         x = self.data[batch.ids]
         if train and self.augment:
-            x = augment(x, batch.aug_seed)
+            x = augment_view(x, self.role, batch.aug_seed, "a", self.geometry)
         return (x,)
 
     def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

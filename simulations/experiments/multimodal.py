@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 from flwr_semcom.accounting import CommLedger, atomic_write
 from flwr_semcom.config import compose_config
 from flwr_semcom.paper1 import client as p1_client
-from flwr_semcom.paper1.data import StageIds, stage_ids
+from flwr_semcom.paper1.data import StageIds, num_devices, stage_ids
 from flwr_semcom.paper1.settings import (
     METHOD_LABELS,
     check_pretrain_config,
@@ -50,7 +50,6 @@ from flwr_semcom.paper1.tasks import DecoderServer, DeCURServer
 from flwr_semcom.results import Results, new_run_dir, plot_lines
 from flwr_semcom.split.exchange import ClientInfo, exchange
 from flwr_semcom.split.protocol import record_nbytes
-from flwr_semcom.split.rgbd import num_clients
 from simulations.common import output_root
 from strategies.pretrain import LocalPretrain, ServerPretrain, ShardedSplit, stage1_cfg
 from strategies.split_training import SplitTraining
@@ -62,7 +61,7 @@ _METHOD_KEYS = ("pretrain.method", "pretrain.placement")
 
 def num_nodes(cfg: DictConfig) -> int:
     """SuperNodes this experiment needs: one per device (modalities × devices per modality)."""
-    return num_clients(cfg)
+    return num_devices(cfg)
 
 
 def method_overrides(overrides: str, method: str, placement: str) -> str:
@@ -108,12 +107,13 @@ class _Run:
         s = cfg.strategy
         self.poll_interval = float(s.poll_interval)
         self.timeout = float(s.timeout)
+        self.precise_bn = int(cfg.get("finetune", {}).get("precise_bn_samples", 0))
         probe = SplitTraining(
             cfg,
             experiment=self.experiment,
             overrides=self.overrides,
             stage="finetune",
-            server_task=DecoderServer(cfg, clients=num_clients(cfg)),
+            server_task=DecoderServer(cfg, clients=num_devices(cfg)),
             ledger=CommLedger(),
         )
         self.clients: list[ClientInfo] = probe.discover(grid)
@@ -140,7 +140,12 @@ class _Run:
         )
 
     def broadcast(
-        self, action: str, config: dict[str, Any], ledger: CommLedger | None, stage: str
+        self,
+        action: str,
+        config: dict[str, Any],
+        ledger: CommLedger | None,
+        stage: str,
+        round_: int = 0,
     ) -> list[Message]:
         msgs = []
         for c in self.clients:
@@ -151,7 +156,7 @@ class _Run:
                     stage=stage,
                     kind="control",
                     nbytes=record_nbytes(rec),
-                    round=0,
+                    round=round_,
                     client=f"{c.partition_id}:{c.role}",
                 )
             msgs.append(Message(RecordDict({"config": rec}), c.node_id, action))
@@ -335,6 +340,18 @@ class _Run:
         for r in range(1, rounds + 1):
             t = time.perf_counter()
             metrics = runner.train_round(self.grid, r)
+            if self.precise_bn > 0:
+                self.broadcast(
+                    p1_client.PRECISE_BN,
+                    {
+                        "experiment": self.experiment,
+                        "overrides": self.overrides,
+                        "samples": self.precise_bn,
+                    },
+                    ledger,
+                    "eval",
+                    round_=r,
+                )
             metrics.update(runner.evaluate_round(self.grid, r))
             self.row(label, "finetune", r, rounds, metrics, ledger, t)
 
