@@ -113,6 +113,23 @@ RULES: dict[str, Rule] = {
 }
 
 
+#: Modules that own config groups and register their rules with :func:`add_rules` on import.
+#: Imported before every validation so that a bad value fails at start-up, in the launcher,
+#: not later inside a run.
+RULE_MODULES: tuple[str, ...] = (
+    "flwr_semcom.split",
+    "flwr_semcom.paper1.settings",
+    "flwr_semcom.slf.settings",
+)
+
+
+def _load_rule_modules() -> None:
+    import importlib
+
+    for name in RULE_MODULES:
+        importlib.import_module(name)
+
+
 def add_rules(rules: Mapping[str, Rule]) -> None:
     """Register validation rules for keys of a config group owned by another module."""
     RULES.update(rules)
@@ -209,7 +226,8 @@ def _group_present(cfg: DictConfig, key: str) -> bool:
 
 def validate_config(cfg: DictConfig) -> None:
     """Check every key with a rule; raise :class:`ConfigError` on the first violation."""
-    for key, rule in RULES.items():
+    _load_rule_modules()
+    for key, rule in list(RULES.items()):
         found, value = _lookup(cfg, key)
         if not found:
             if rule.required and _group_present(cfg, key):
