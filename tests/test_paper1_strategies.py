@@ -90,6 +90,8 @@ def test_config_validation_names_the_key() -> None:
         check_pretrain_config(compose_config("multimodal", "pretrain.placement=local"))
     with pytest.raises(ConfigError, match="pretrain.lr"):
         compose_config("multimodal", "pretrain.lr=-1")
+    with pytest.raises(ConfigError, match="pretrain.augment.hue"):
+        check_pretrain_config(compose_config("multimodal", "pretrain.augment.hue=0.9"))
     with pytest.raises(ConfigError, match="experiment.methods"):
         compose_config("multimodal", "experiment.methods=[decur,decur]")
 
@@ -237,3 +239,12 @@ def test_decoder_server_steps_reports_norms_and_stops_on_nan() -> None:
     ups[0]["z_hat"][0, 0] = float("inf")
     with pytest.raises(NonFiniteError, match="method 'supervised', stage 'finetune', round 2"):
         server.train_step(ups, plan)
+
+
+def test_launcher_hook_refuses_impossible_settings_before_flower_starts() -> None:
+    from simulations.experiments import multimodal
+
+    assert multimodal.num_nodes(compose_config("multimodal", TINY)) == 2
+    assert multimodal.num_nodes(compose_config("multimodal", "data.devices_per_modality=3")) == 6
+    with pytest.raises(ConfigError, match="'split' is not valid for method 'simclr'"):
+        multimodal.num_nodes(compose_config("multimodal", "pretrain.placement=split"))

@@ -199,6 +199,10 @@ def check_pretrain_config(cfg: DictConfig) -> None:
         if key not in pre:
             raise ConfigError(f"pretrain.{key}: missing; see conf/experiment/multimodal.yaml")
     resolve_placement(str(pre.method), str(pre.placement))
+    from flwr_semcom.paper1.augment import AugmentConfig
+
+    augment = pre.get("augment")
+    AugmentConfig.from_mapping(None if augment is None else dict(augment))
     proj = list(pre.projector)
     if str(pre.method) == "decur":
         common = int(round(float(pre.common_fraction) * int(proj[-1])))

@@ -60,7 +60,14 @@ _METHOD_KEYS = ("pretrain.method", "pretrain.placement")
 
 
 def num_nodes(cfg: DictConfig) -> int:
-    """SuperNodes this experiment needs: one per device (modalities × devices per modality)."""
+    """SuperNodes this experiment needs: one per device (modalities × devices per modality).
+
+    ``semcom-run`` calls it before starting Flower, so it also checks the paper-1 settings
+    (``ConfigError`` naming the key: the launcher exits 2 at once).
+    """
+    check_pretrain_config(cfg)
+    for method in cfg.experiment.get("methods", []):
+        resolve_placement(method_key(str(method)), str(cfg.pretrain.placement))
     return num_devices(cfg)
 
 
