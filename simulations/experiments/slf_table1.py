@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from logging import INFO
 from typing import Any
 
@@ -42,10 +42,26 @@ from strategies.fedavg_alignment import FedAvgAlignment
 from strategies.slf import Link, SLFStrategy, aligned_transmission, request_all
 
 TABLE_COLUMNS = (
-    "case", "task", "method", "n", "crossover", "epsilon", "unfrozen_params", "download_bytes",
-    "upload_bytes", "upload_mb", "flops", "recovery_time_s", "finetune_wall_s", "wall_time_s",
-    "mse", "accuracy", "baseline_mse", "baseline_accuracy", "rounds",
-)  # fmt: skip
+    "case",
+    "task",
+    "method",
+    "n",
+    "crossover",
+    "epsilon",
+    "unfrozen_params",
+    "download_bytes",
+    "upload_bytes",
+    "upload_mb",
+    "flops",
+    "recovery_time_s",
+    "finetune_wall_s",
+    "wall_time_s",
+    "mse",
+    "accuracy",
+    "baseline_mse",
+    "baseline_accuracy",
+    "rounds",
+)
 
 
 @dataclass(frozen=True)
@@ -101,28 +117,35 @@ def install_pair(
     return by_partition[0], by_partition[1]
 
 
-def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
-    """Run the Table I / Fig. 3 sweep and write the results folder."""
-    check_slf_config(cfg)
-    t_start = time.perf_counter()
-    s = cfg.strategy
-    timeout = float(s.timeout)
-    nodes = wait_for_nodes(grid, 2, timeout=120.0)[:2]
-    results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
-    results.save_config(cfg)
-    ledger = CommLedger()
-    recovery = RecoveryModel(
-        float(s.recovery.dl_mbps), float(s.recovery.ul_mbps), float(s.recovery.device_tflops)
-    )
-    ns = [int(n) for n in s.freeze_layers]
-    rows: list[dict[str, Any]] = []
-    history: list[dict[str, Any]] = []
-    for point in sweep_points(cfg):
-        spec = s.cases[point.case]
-        i, j = install_pair(grid, nodes, cfg, point, timeout)
+@dataclass
+class _Sweep:
+    """What every point of the sweep shares: the grid, the nodes, the ledger, the results."""
+
+    grid: Grid
+    nodes: list[int]
+    cfg: DictConfig
+    ledger: CommLedger
+    recovery: RecoveryModel
+    results: Results
+    timeout: float
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.results.add(row)
+
+    def point(self, point: Point) -> None:
+        """Misaligned baseline, SLF for every n, and (Table I points) FedAvg at one point."""
+        s = self.cfg.strategy
+        i, j = install_pair(self.grid, self.nodes, self.cfg, point, self.timeout)
         tag = f"{point.case}/p={point.crossover:g}/eps={point.epsilon:g}"
-        link = Link(i, j, point.crossover, str(spec.source), point.epsilon, int(s.eval_seed), tag)
-        base = aligned_transmission(grid, replace(link, tag=f"{tag}/misaligned"), ledger, timeout)
+        source = str(s.cases[point.case].source)
+        link = Link(i, j, point.crossover, source, point.epsilon, int(s.eval_seed), tag)
+        base = aligned_transmission(
+            self.grid, replace(link, tag=f"{tag}/misaligned"), self.ledger, self.timeout
+        )
+        log(INFO, "SLF %s: misaligned MSE %.4f accuracy %.4f", tag, base["mse"], base["accuracy"])
         common = {
             "case": point.case,
             "crossover": point.crossover,
@@ -131,7 +154,7 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
             "baseline_mse": base["mse"],
             "baseline_accuracy": base["accuracy"],
         }
-        rows.append(
+        self.add(
             {
                 **common,
                 "method": "misaligned",
@@ -140,22 +163,20 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
                 "accuracy": base["accuracy"],
             }
         )
-        log(INFO, "SLF %s: misaligned MSE %.4f accuracy %.4f", tag, base["mse"], base["accuracy"])
-        for k, n in enumerate(ns):
-            if k:
-                install_pair(grid, nodes, cfg, point, timeout)
-            res = SLFStrategy(n, recovery, ledger, seed=int(cfg.seed), timeout=timeout).start(
-                grid, replace(link, tag=f"{tag}/slf-n{n}")
+        for k, n in enumerate(int(x) for x in s.freeze_layers):
+            if k:  # the previous run changed both nodes: start again from the pre-trained pair
+                install_pair(self.grid, self.nodes, self.cfg, point, self.timeout)
+            strategy = SLFStrategy(n, self.recovery, self.ledger, int(self.cfg.seed), self.timeout)
+            res = strategy.start(self.grid, replace(link, tag=f"{tag}/slf-n{n}"))
+            self.add(
+                {
+                    **common,
+                    "method": "slf",
+                    "n": n,
+                    **res.as_dict(),
+                    "upload_mb": res.upload_bytes / 1e6,
+                }
             )
-            row = {
-                **common,
-                "method": "slf",
-                "n": n,
-                **res.as_dict(),
-                "upload_mb": res.upload_bytes / 1e6,
-            }
-            rows.append(row)
-            results.add(row)
             log(
                 INFO,
                 "SLF %s n=%d: upload %d B, recovery %.3f s, MSE %.4f, accuracy %.4f (%.1f s)",
@@ -168,20 +189,25 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
                 res.wall_time_s,
             )
         if point.table or bool(s.sweep.fedavg):
-            install_pair(grid, nodes, cfg, point, timeout)
-            fa = FedAvgAlignment(replace(link, tag=f"{tag}/fedavg"), recovery, ledger, timeout)
-            out = fa.run(grid, int(s.fedavg.rounds))
-            row = {
-                **common,
-                "method": "fedavg",
-                "n": "",
-                "unfrozen_params": out.model_params,
-                **{k: v for k, v in out.as_dict().items() if k not in ("history", "model_params")},
-                "upload_mb": out.upload_bytes / 1e6,
+            install_pair(self.grid, self.nodes, self.cfg, point, self.timeout)
+            fedavg = FedAvgAlignment(
+                replace(link, tag=f"{tag}/fedavg"), self.recovery, self.ledger, self.timeout
+            )
+            out = fedavg.run(self.grid, int(s.fedavg.rounds))
+            measured = {
+                k: v for k, v in out.as_dict().items() if k not in ("history", "model_params")
             }
-            rows.append(row)
-            results.add(row)
-            history += [{**common, **h} for h in out.history]
+            self.add(
+                {
+                    **common,
+                    "method": "fedavg",
+                    "n": "",
+                    "unfrozen_params": out.model_params,
+                    **measured,
+                    "upload_mb": out.upload_bytes / 1e6,
+                }
+            )
+            self.history += [{**common, **h} for h in out.history]
             log(
                 INFO,
                 "FedAvg %s: %d rounds, %d B, recovery %.3f s, MSE %.4f, accuracy %.4f",
@@ -192,28 +218,57 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
                 out.mse,
                 out.accuracy,
             )
+
+    def write(self, wall: float) -> dict[str, Any]:
+        """table1.csv/md, sweep.csv, fedavg_history.csv, plots, ledger, summary.json."""
+        folder = self.results.dir
+        ns = [int(n) for n in self.cfg.strategy.freeze_layers]
+        table_rows = [
+            {**r, "task": task}
+            for r in self.rows
+            if r["table"] and r["method"] != "misaligned"
+            for task in TASKS
+        ]
+        write_csv(folder / "table1.csv", table_rows, TABLE_COLUMNS)
+        write_csv(folder / "sweep.csv", self.rows)
+        write_csv(folder / "fedavg_history.csv", self.history)
+        with atomic_write(folder / "table1.md") as fh:
+            fh.write(table1_markdown(table_rows, ns))
+        plot_fig3(folder, self.rows, self.history, ns)
+        self.results.write_ledger(self.ledger)
+        summary = {
+            "results_dir": str(folder.resolve()),
+            "sweep_wall_time_s": wall,
+            "points": len({(r["case"], r["crossover"], r["epsilon"]) for r in self.rows}),
+            "slf_runs": sum(r["method"] == "slf" for r in self.rows),
+            "fedavg_runs": sum(r["method"] == "fedavg" for r in self.rows),
+            "ledger": self.ledger.summary(),
+        }
+        self.results.write_summary(summary)
+        return summary
+
+
+def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
+    """Run the Table I / Fig. 3 sweep and write the results folder."""
+    check_slf_config(cfg)
+    t_start = time.perf_counter()
+    s = cfg.strategy
+    results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
+    results.save_config(cfg)
+    sweep = _Sweep(
+        grid=grid,
+        nodes=wait_for_nodes(grid, 2, timeout=120.0)[:2],
+        cfg=cfg,
+        ledger=CommLedger(),
+        recovery=RecoveryModel(
+            float(s.recovery.dl_mbps), float(s.recovery.ul_mbps), float(s.recovery.device_tflops)
+        ),
+        results=results,
+        timeout=float(s.timeout),
+    )
+    for point in sweep_points(cfg):
+        sweep.point(point)
     wall = time.perf_counter() - t_start
-    table_rows = [
-        {**r, "task": task}
-        for r in rows
-        if r["table"] and r["method"] != "misaligned"
-        for task in TASKS
-    ]
-    write_csv(results.dir / "table1.csv", table_rows, TABLE_COLUMNS)
-    write_csv(results.dir / "sweep.csv", rows)
-    write_csv(results.dir / "fedavg_history.csv", history)
-    with atomic_write(results.dir / "table1.md") as fh:
-        fh.write(table1_markdown(table_rows, ns))
-    plot_fig3(results.dir, rows, history, ns)
-    results.write_ledger(ledger)
-    summary = {
-        "results_dir": str(results.dir.resolve()),
-        "sweep_wall_time_s": wall,
-        "points": len(sweep_points(cfg)),
-        "slf_runs": sum(r["method"] == "slf" for r in rows),
-        "fedavg_runs": sum(r["method"] == "fedavg" for r in rows),
-        "ledger": ledger.summary(),
-    }
-    results.write_summary(summary)
+    summary = sweep.write(wall)
     log(INFO, "slf_table1: %.1f s, results in %s", wall, results.dir.resolve())
     return summary
