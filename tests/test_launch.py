@@ -22,23 +22,21 @@ def _launch(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str
     )
 
 
-def _flower_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-    return [
-        line
-        for line in out.splitlines()
-        if any(
-            k in line
-            for k in (
-                "flower-superlink",
-                "flower-superexec",
-                "flwr-serverapp",
-                "flwr-simulation",
-                "flwr-clientapp",
-            )
-        )
-        and " Z" not in line
-    ]
+def _processes_with_flwr_home(flwr_home: Path) -> list[int]:
+    """PIDs of live processes started with FLWR_HOME=flwr_home (i.e. by this test's run)."""
+    found = []
+    needle = f"FLWR_HOME={flwr_home}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env and state != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 def test_bad_config_fails_before_starting_flower() -> None:
@@ -60,7 +58,6 @@ def test_gpu_request_without_gpu_is_refused_clearly() -> None:
 
 
 def test_node_check_runs_under_flwr_run_and_cleans_up(tmp_path: Path) -> None:
-    before = _flower_processes()
     res = _launch(
         "--experiment",
         "node_check",
@@ -80,12 +77,11 @@ def test_node_check_runs_under_flwr_run_and_cleans_up(tmp_path: Path) -> None:
     }
     assert 0 < summary["round_trip_s"] < 60
     assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.csv").is_file()
-    assert _flower_processes() == before
+    assert _processes_with_flwr_home(tmp_path / "flwr-home") == []
 
 
 @pytest.mark.slow
 def test_failed_run_exits_nonzero_and_cleans_up(tmp_path: Path) -> None:
-    before = _flower_processes()
     res = _launch(
         "--experiment",
         "node_check",
@@ -98,4 +94,4 @@ def test_failed_run_exits_nonzero_and_cleans_up(tmp_path: Path) -> None:
     )
     assert res.returncode == 1
     assert "finished:failed" in res.stdout
-    assert _flower_processes() == before
+    assert _processes_with_flwr_home(tmp_path / "flwr-home") == []
