@@ -3,7 +3,6 @@
 from .barlow_twins import BarlowTwinsLoss
 from .decur import DeCURLoss
 from .nt_xent import NTXentLoss
+from .vqvae import VQVAELoss
 
-# from .vqvae import VQVAELoss  (added by the SLF work)
-
-__all__ = ["BarlowTwinsLoss", "DeCURLoss", "NTXentLoss"]
+__all__ = ["BarlowTwinsLoss", "DeCURLoss", "NTXentLoss", "VQVAELoss"]

@@ -8,4 +8,4 @@ from flwr_semcom.registry import Registry
 MODELS: Registry = Registry("model")
 
 # Imported after MODELS exists: the modules register themselves with it.
-from flwr_semcom.models import decoder, encoders  # noqa: E402,F401
+from flwr_semcom.models import classifier, decoder, encoders, vqvae  # noqa: E402,F401
