@@ -26,7 +26,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
@@ -47,6 +46,7 @@ from flwr_semcom.paper1.stability import NonFiniteError
 from flwr_semcom.split.rgbd import (
     SplitPipeline,
     channel_kwargs,
+    decoder_cross_entropy,
     load_labels,
     load_modality,
     make_sgd,
@@ -340,16 +340,7 @@ class DecoderServer(_Progress, ServerTask):
     def loss(
         self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = self.model([u["z_hat"] for u in uplinks])["logits"]
-        y = self.labels[batch.ids]
-        loss = F.cross_entropy(logits, y)
-        n = int(y.shape[0])
-        correct = int((logits.argmax(1) == y).sum())
-        return loss, {
-            "n": float(n),
-            "correct": float(correct),
-            "loss_sum": float(loss.detach()) * n,
-        }
+        return decoder_cross_entropy(self.model, self.labels, uplinks, batch)
 
     def train_step(
         self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan

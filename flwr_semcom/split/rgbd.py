@@ -214,6 +214,21 @@ class RGBDClient(ClientTask):
         return make_sgd(params, self.cfg.strategy)
 
 
+def decoder_cross_entropy(
+    decoder: nn.Module,
+    labels: torch.Tensor,
+    uplinks: Sequence[Mapping[str, torch.Tensor]],
+    batch: BatchPlan,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Paper 1 eq. 16: cross-entropy of g(concat ẑ) with counts for accuracy and mean loss."""
+    logits = decoder([u["z_hat"] for u in uplinks])["logits"]
+    y = labels[batch.ids]
+    loss = F.cross_entropy(logits, y)
+    n = int(y.shape[0])
+    correct = int((logits.argmax(1) == y).sum())
+    return loss, {"n": float(n), "correct": float(correct), "loss_sum": float(loss.detach()) * n}
+
+
 @SERVER_TASKS.register("rgbd_decoder")
 class RGBDDecoderServer(ServerTask):
     """The server of Stage II: decoder g on concatenated ẑ, cross-entropy (eq. 3-4, 16)."""
@@ -241,13 +256,4 @@ class RGBDDecoderServer(ServerTask):
     def loss(
         self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = self.model([u["z_hat"] for u in uplinks])["logits"]
-        y = self.labels[batch.ids]
-        loss = F.cross_entropy(logits, y)
-        n = int(y.shape[0])
-        correct = int((logits.argmax(1) == y).sum())
-        return loss, {
-            "n": float(n),
-            "correct": float(correct),
-            "loss_sum": float(loss.detach()) * n,
-        }
+        return decoder_cross_entropy(self.model, self.labels, uplinks, batch)
