@@ -15,6 +15,10 @@ are extremely non-IID. The same pair, links and ledger as SLF:
 - finally the global model is downloaded to both (``train.slf_install``), and the aligned
   transmission of SLF step 4 scores it from i to j.
 
+Non-finite guard (issue #9): an uploaded transceiver holding NaN or inf is dropped from the
+average with a warning naming the node and round; a round with no finite upload fails with
+:class:`~flwr_semcom.guard.NonFiniteError` (:func:`flwr_semcom.guard.finite_replies`).
+
 Every model transfer is counted (stage ``align``). The recovery time applies the SLF model per
 round with both clients' links and compute in parallel: one upload (round 0), per round one
 download + the slower client's fine-tuning compute + one upload, and the final download.
@@ -25,14 +29,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from logging import WARNING
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from flwr_semcom.accounting import CommLedger
+from flwr_semcom.guard import NonFiniteError, finite_replies, nonfinite_summary
 from flwr_semcom.slf import protocol as P
 from flwr_semcom.slf.recovery import RecoveryModel
 from strategies.slf import Link, aligned_transmission, request, request_all
@@ -116,9 +123,30 @@ class FedAvgAlignment(FedAvg):
             self.timeout,
         )
         states = []
-        for (role, _), content in zip(self._nodes(), replies):
+        dropped = []
+        for (role, node), content in zip(self._nodes(), replies):
             self._count("up", "model", P.arrays_of(content), 0, role)
+            bad = nonfinite_summary(P.arrays_of(content))
+            if bad is not None:
+                log(
+                    WARNING,
+                    "non-finite transceiver from node %s (%s), round 0: %s; dropped "
+                    "from the average",
+                    node,
+                    role,
+                    bad,
+                )
+                dropped.append(f"node {node} ({role}): {bad}")
+                continue
             states.append(P.from_record(P.arrays_of(content)))
+        if not states:
+            raise NonFiniteError(
+                "",
+                "fedavg-align",
+                0,
+                f"transceivers from every node ({'; '.join(dropped)})",
+                consequence="nothing finite to average, round failed",
+            )
         mean = {k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}
         record = P.to_record(mean)
         self._model_bytes, self._model_params = P.record_nbytes(record), P.record_numel(record)
@@ -157,6 +185,9 @@ class FedAvgAlignment(FedAvg):
             )
             flops.append(P.metric(rep.content, "flops"))
         self._round_flops[server_round] = max(flops)
+        replies = finite_replies(
+            replies, where="fedavg-align", round_=server_round, key=self.arrayrecord_key
+        )
         return super().aggregate_train(server_round, replies)
 
     def configure_evaluate(

@@ -18,12 +18,16 @@ back to each of them. Devices of different modalities are never averaged togethe
 
 Every transfer (parameters up, parameters down) is counted in the ledger with the stage
 it belongs to. With D = 1 nothing is averaged and nothing is sent.
+
+Non-finite guard (issue #9, :mod:`flwr_semcom.guard`): a client model holding NaN or inf is
+dropped from its modality's average with a warning naming the node and the round; a modality
+with updates but none finite fails the round with :class:`~flwr_semcom.guard.NonFiniteError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from logging import INFO
+from logging import INFO, WARNING
 
 import numpy as np
 import torch
@@ -33,6 +37,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from flwr_semcom.accounting import CommLedger
+from flwr_semcom.guard import NonFiniteError, nonfinite_summary
 from flwr_semcom.paper1.client import SET_WEIGHTS
 from flwr_semcom.split.exchange import ClientInfo, exchange
 from flwr_semcom.split.protocol import QUERY_STATE, record_nbytes
@@ -48,6 +53,10 @@ __all__ = [
 
 def aggregate_by_modality(
     items: Iterable[tuple[str, ArrayRecord, float]],
+    *,
+    sources: Sequence[str] | None = None,
+    where: str = "fedavg-modality",
+    round_: int | None = None,
 ) -> dict[str, ArrayRecord]:
     """Sample-weighted average of the models of each modality.
 
@@ -56,6 +65,10 @@ def aggregate_by_modality(
     items
         ``(modality, arrays, num_examples)`` per client. Within a modality the keys, shapes
         and dtypes must agree.
+    sources
+        A name per item for the log (e.g. ``"node 12"``); default ``"client <i>"``.
+    where, round_
+        Stage and round named in the non-finite warning and error.
 
     Returns
     -------
@@ -68,12 +81,39 @@ def aggregate_by_modality(
     ------
     ValueError
         On a weight <= 0, or models of one modality that do not match.
+    NonFiniteError
+        When every model of a modality holds NaN or inf (a non-finite model among finite
+        ones is dropped from the average with a warning).
     """
     groups: dict[str, list[tuple[ArrayRecord, float]]] = {}
-    for modality, arrays, n in items:
+    dropped: dict[str, list[str]] = {}
+    for i, (modality, arrays, n) in enumerate(items):
         if not n > 0:
             raise ValueError(f"num-examples must be > 0 for FedAvg, got {n} ({modality})")
+        bad = nonfinite_summary(arrays)
+        if bad is not None:
+            who = sources[i] if sources is not None else f"client {i}"
+            log(
+                WARNING,
+                "non-finite %s model from %s in %s, round %s: %s; dropped from the average",
+                modality,
+                who,
+                where,
+                round_,
+                bad,
+            )
+            dropped.setdefault(str(modality), []).append(f"{who}: {bad}")
+            continue
         groups.setdefault(str(modality), []).append((arrays, float(n)))
+    for modality, why in dropped.items():
+        if modality not in groups:
+            raise NonFiniteError(
+                "",
+                where,
+                round_,
+                f"{modality} models from every device ({'; '.join(why)})",
+                consequence="nothing finite to average, round failed",
+            )
     out: dict[str, ArrayRecord] = {}
     for modality, members in groups.items():
         keys = list(members[0][0].keys())
@@ -199,6 +239,7 @@ class FedAvgModality(Strategy):
         metrics also hold ``num-examples`` (the total).
         """
         items: list[tuple[str, ArrayRecord, float]] = []
+        sources: list[str] = []
         sums: dict[str, float] = {}
         total = 0.0
         for reply in replies:
@@ -214,6 +255,7 @@ class FedAvgModality(Strategy):
             if self.weights_key in reply.content:
                 arrays = reply.content.array_records[self.weights_key]
                 items.append((client.role, arrays, n))
+                sources.append(f"node {reply.metadata.src_node_id}")
                 self.ledger.record(
                     direction="up",
                     stage=self.stage,
@@ -226,7 +268,10 @@ class FedAvgModality(Strategy):
         metrics_out["num-examples"] = total
         if not items:
             return None, metrics_out
-        return join_modalities(aggregate_by_modality(items)), metrics_out
+        averages = aggregate_by_modality(
+            items, sources=sources, where=self.stage, round_=server_round
+        )
+        return join_modalities(averages), metrics_out
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -305,7 +350,9 @@ def average_split_clients(
             client=f"{c.partition_id}:{c.role}",
         )
         items.append((c.role, arrays, float(num_examples[c.partition_id])))
-    averages = aggregate_by_modality(items)
+    averages = aggregate_by_modality(
+        items, sources=[c.describe() for c in clients], where=stage, round_=server_round
+    )
     down = []
     for c in clients:
         content = RecordDict(

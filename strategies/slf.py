@@ -16,6 +16,10 @@ message each (the server relays; the ledger counts each logical transfer once):
    ``query.slf_score`` to j (decode, MSE, frozen-classifier accuracy); the indices are counted
    as stage ``eval`` with their channel uses.
 
+Non-finite guard (issue #9): the downloaded codebook/decoder (step 1) and the uploaded
+unfrozen tensors (step 2) are checked before they are forwarded; NaN or inf stops the
+alignment with :class:`~flwr_semcom.guard.NonFiniteError` (nothing is installed).
+
 SLF is not a round-based aggregation, so :class:`SLFStrategy` does not subclass Flower's
 ``Strategy``: its :meth:`SLFStrategy.start` runs the four steps once and returns an
 :class:`SLFResult` with the bytes, FLOPs, modelled recovery time (eq. in
@@ -34,6 +38,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from flwr_semcom.accounting import CommLedger
+from flwr_semcom.guard import check_finite
 from flwr_semcom.slf import protocol as P
 from flwr_semcom.slf.recovery import RecoveryModel
 
@@ -215,6 +220,12 @@ class SLFStrategy:
     def download(self, grid: Grid, link: Link) -> ArrayRecord:
         """Step 1: fetch j's codebook and decoder (counted as a download to i)."""
         arrays = P.arrays_of(request(grid, link.receiver, P.RECEIVER, self.timeout))
+        check_finite(
+            "codebook+decoder",
+            arrays,
+            where=f"slf download from node {link.receiver}",
+            consequence="not forwarded",
+        )
         self.ledger.record(
             direction="down",
             stage="align",
@@ -231,6 +242,12 @@ class SLFStrategy:
         )
         reply = request(
             grid, link.transmitter, P.FINETUNE, self.timeout, arrays=downloaded, config=config
+        )
+        check_finite(
+            "unfrozen parameters",
+            P.arrays_of(reply),
+            where=f"slf finetune at node {link.transmitter}",
+            consequence="not installed",
         )
         self.ledger.record(
             direction="up",

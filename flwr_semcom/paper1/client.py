@@ -31,6 +31,12 @@ Stage II) go through the split runtime's own actions; these add what lies around
     Deletes every paper-1 and split-task entry of ``context.state`` (a new method starts
     from scratch). Reply: ``"info"`` with the number of entries removed.
 
+Non-finite guard (issue #9, :mod:`flwr_semcom.guard`): received weights are checked before
+they are installed (``train.p1_set_weights``, ``train.p1_init_finetune``, the ``"weights"`` of
+``train.p1_pretrain_local``) and a model is checked before it is stored or sent back; NaN or
+inf is refused with :class:`~flwr_semcom.guard.NonFiniteError` (an error reply), and
+``train.p1_pretrain_local`` answers a diverged pass with its ``"error"`` record.
+
 State: ``p1.local.model`` / ``p1.local.optim`` / ``p1.local.optim_meta`` (placement ``local``)
 and the split runtime's ``split.<task>.<part>`` entries (:func:`split_key`), in
 ``context.state`` only.
@@ -46,6 +52,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from torch import nn
 
 from flwr_semcom.config import config_from_run_config, resolve_device
+from flwr_semcom.guard import check_finite
 from flwr_semcom.paper1.data import shard_of, stage_ids
 from flwr_semcom.paper1.models import build_ssl_transmitter, encoder_state, make_pretrain_sgd
 from flwr_semcom.paper1.pretrain import ssl_pass
@@ -129,7 +136,16 @@ def pretrain_local(msg: Message, context: Context) -> Message:
     device = torch.device(resolve_device(str(cfg.device)))
     model = build_ssl_transmitter(cfg, modality).to(device)
     state = context.state
+    who = f"client {modality}-{shard}"
     if "weights" in msg.content:
+        check_finite(
+            "received weights",
+            msg.content.array_records["weights"],
+            where=f"{PRETRAIN_LOCAL} at {who}",
+            round_=round_,
+            method=method,
+            consequence="not installed",
+        )
         load_module(model, msg.content.array_records["weights"])
     elif LOCAL_KEYS[0] in state:
         load_module(model, state.array_records[LOCAL_KEYS[0]])
@@ -138,7 +154,6 @@ def pretrain_local(msg: Message, context: Context) -> Message:
         load_optimizer(opt, state.array_records[LOCAL_KEYS[1]], state.config_records[LOCAL_KEYS[2]])
     ids = stage_ids(cfg).shards[shard]
     data = {modality: load_modality(cfg, modality).to(device)}
-    who = f"client {modality}-{shard}"
     try:
         stats = ssl_pass(
             {modality: model},
@@ -150,6 +165,14 @@ def pretrain_local(msg: Message, context: Context) -> Message:
             optimizer=opt,
             stage_name="pretrain-local",
             who=who,
+        )
+        check_finite(
+            "weights after the pass",
+            model,
+            where="pretrain",
+            round_=round_,
+            method=method,
+            consequence=f"not stored or sent ({who})",
         )
     except NonFiniteError as err:
         return Message(RecordDict({"error": ConfigRecord({"message": str(err)})}), reply_to=msg)
@@ -181,6 +204,9 @@ def set_weights(msg: Message, context: Context) -> Message:
     if "weights" not in msg.content:
         raise ValueError(f"{SET_WEIGHTS}: the message has no 'weights' record")
     weights = msg.content.array_records["weights"]
+    check_finite(
+        "received weights", weights, where=f"{SET_WEIGHTS} ({target})", consequence="not installed"
+    )
     if target == "local":
         context.state[LOCAL_KEYS[0]] = weights
     elif target in (PRETRAIN_CLIENT_TASK, FINETUNE_CLIENT_TASK):
@@ -211,7 +237,9 @@ def _pretrained_encoder(
     if source == "server":
         if "encoder" not in msg.content:
             raise ValueError(f"{INIT_FINETUNE}: source 'server' needs an 'encoder' record")
-        return _state_dict(msg.content.array_records["encoder"])
+        encoder = msg.content.array_records["encoder"]
+        check_finite("received encoder", encoder, where=INIT_FINETUNE, consequence="not installed")
+        return _state_dict(encoder)
     raise ValueError(f"{INIT_FINETUNE}: source {source!r} unknown; valid: {', '.join(SOURCES)}")
 
 
@@ -265,6 +293,7 @@ def precise_bn(msg: Message, context: Context) -> Message:
             task.model(task.data[part], generator=g)
     for m, mom in zip(bns, momenta):
         m.momentum = mom
+    check_finite("batch-norm statistics", task.model, where=PRECISE_BN, consequence="not stored")
     context.state[key] = module_record(task.model)
     info = ConfigRecord({"samples": int(ids.shape[0]), "layers": len(bns)})
     return Message(RecordDict({"info": info}), reply_to=msg)

@@ -4,7 +4,8 @@ Paper 1 (Zhao et al., arXiv 2503.13940, Sec. IV, Fig. 5) reports that Barlow Twi
 pretraining "suffers from exploding gradient issues" with 50 % labels. We never hide that: a
 non-finite loss or gradient stops the method's training at once with a
 :class:`NonFiniteError` whose message names the method, the stage and the round, and the
-runner records it in ``summary.json``.
+runner records it in ``summary.json``. The class lives in :mod:`flwr_semcom.guard` (the
+non-finite guard of the whole project) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -15,21 +16,9 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from flwr_semcom.guard import NonFiniteError  # the one class; re-exported for paper-1 code
+
 __all__ = ["NonFiniteError", "check_finite", "check_tensors", "grad_norm"]
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss or gradient became NaN or infinite; the message names method, stage, round."""
-
-    def __init__(self, method: str, stage: str, round_: int, what: str) -> None:
-        self.method = method
-        self.stage = stage
-        self.round = round_
-        self.what = what
-        super().__init__(
-            f"non-finite {what} in method {method!r}, stage {stage!r}, round {round_}; "
-            "training of this method stopped (lower the learning rate or check the data)"
-        )
 
 
 def check_finite(value: float, *, method: str, stage: str, round_: int, what: str) -> None:

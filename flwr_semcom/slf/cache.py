@@ -7,7 +7,10 @@ the weights: model sizes, data, training hyper-parameters, seed). Files are
 renamed into place (:class:`flwr_semcom.accounting.atomic_write`), so a killed run never
 leaves a half-written checkpoint; an exclusive lock file lets two processes that need the
 same checkpoint train it once. Loading uses
-``torch.load(..., weights_only=True)`` (no pickled code runs).
+``torch.load(..., weights_only=True)`` (no pickled code runs) through
+:func:`flwr_semcom.guard.safe_load_state` (a checkpoint of another architecture is one
+line naming the file and the parameter). A model holding NaN or inf is never saved
+(:class:`~flwr_semcom.guard.NonFiniteError`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from flwr.common.logger import log
 from torch import nn
 
 from flwr_semcom.accounting import atomic_write
+from flwr_semcom.guard import check_finite, safe_load_state
 
 __all__ = ["checkpoint_path", "load_or_train", "spec_hash"]
 
@@ -77,8 +81,7 @@ def load_or_train(
         try:
             model = build()
             if path.is_file():
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                model.load_state_dict(state)
+                safe_load_state(path, model)
                 model.eval()
                 return model, True
             log(
@@ -90,6 +93,7 @@ def load_or_train(
             )
             info = dict(train(model))
             model = model.cpu().eval()
+            check_finite(f"{kind} weights", model, where=f"cache {path}", consequence="not saved")
             with atomic_write(path.with_suffix(".json")) as fh:
                 json.dump({"spec": dict(spec), "info": info}, fh, indent=1, default=str)
             with atomic_write(path, "wb") as fh:

@@ -7,6 +7,11 @@ transceiver's name, its role, and the data it holds. Hyper-parameters come from 
 config (the run config's ``experiment`` / ``overrides``); the message carries only what
 varies between runs (``n``, ``p``, ``ε``). Message types and contents: see
 :mod:`flwr_semcom.slf.protocol`.
+
+Non-finite guard (issue #9, :mod:`flwr_semcom.guard`): received parameters are checked before
+they are installed (:func:`_received`) and a model before it is stored in ``context.state``
+or sent back (:func:`_save_model`, :func:`_outgoing`); NaN or inf is refused with
+:class:`~flwr_semcom.guard.NonFiniteError`, which Flower turns into an error reply.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from omegaconf import DictConfig
 
 from flwr_semcom.config import config_from_run_config, resolve_device
 from flwr_semcom.data import ImageDataset
+from flwr_semcom.guard import check_finite
 from flwr_semcom.models.vqvae import VQVAETransceiver
 from flwr_semcom.slf import protocol as P
 from flwr_semcom.slf.data import node_data
@@ -69,6 +75,24 @@ def _node_data(cfg: DictConfig, node: ConfigRecord, part: str) -> ImageDataset:
     return node_data(cfg, P.config_str(node, "source"), P.config_float(node, "epsilon"), part)
 
 
+def _received(msg: Message) -> ArrayRecord:
+    """The message's ``"arrays"``, checked for NaN / inf before anything installs them."""
+    record = P.arrays_of(msg.content)
+    check_finite(
+        "received parameters",
+        record,
+        where=f"{msg.metadata.message_type} from node {msg.metadata.src_node_id}",
+        consequence="not installed",
+    )
+    return record
+
+
+def _outgoing(state: Any, action: str) -> ArrayRecord:
+    """``state`` as a record for a reply, checked for NaN / inf first."""
+    check_finite("parameters", state, where=action, consequence="not sent")
+    return P.to_record(state)
+
+
 def _model_from(cfg: DictConfig, record: ArrayRecord) -> VQVAETransceiver:
     model = build_transceiver(cfg)
     model.load_state_dict(P.from_record(record))
@@ -81,6 +105,7 @@ def _load_model(cfg: DictConfig, context: Context) -> VQVAETransceiver:
 
 
 def _save_model(model: VQVAETransceiver, context: Context) -> None:
+    check_finite("transceiver", model, where="slf node state", consequence="not stored")
     context.state[MODEL_KEY] = P.to_record(model.state_dict())
 
 
@@ -121,7 +146,7 @@ def setup(msg: Message, context: Context) -> Message:
 def receiver(msg: Message, context: Context) -> Message:
     """SLF step 1 (at j): hand out the codebook and decoder."""
     model = _load_model(_config(context), context)
-    return _reply(msg, arrays=P.to_record(model.receiver_state_dict()))
+    return _reply(msg, arrays=_outgoing(model.receiver_state_dict(), P.RECEIVER))
 
 
 def finetune(msg: Message, context: Context) -> Message:
@@ -135,7 +160,7 @@ def finetune(msg: Message, context: Context) -> Message:
     node = _node(context)
     model = _load_model(cfg, context)
     device = _device(model)
-    downloaded = P.from_record(P.arrays_of(msg.content))
+    downloaded = P.from_record(_received(msg))
     model.load_receiver_state_dict({k: v.to(device) for k, v in downloaded.items()})
     c = P.config_of(msg.content)
     n = model.check_freeze(P.config_int(c, "freeze_layers"))
@@ -174,7 +199,7 @@ def finetune(msg: Message, context: Context) -> Message:
             "loss": stats.last_loss,
         }
     )
-    return _reply(msg, arrays=P.to_record(upload), metrics=metrics)
+    return _reply(msg, arrays=_outgoing(upload, P.FINETUNE), metrics=metrics)
 
 
 def install(msg: Message, context: Context) -> Message:
@@ -182,7 +207,7 @@ def install(msg: Message, context: Context) -> Message:
     cfg = _config(context)
     model = _load_model(cfg, context)
     scope = P.config_str(P.config_of(msg.content), "scope")
-    state = P.from_record(P.arrays_of(msg.content))
+    state = P.from_record(_received(msg))
     if scope == "receiver":
         model.load_receiver_state_dict(state, partial=True)
     elif scope == "model":
@@ -256,14 +281,14 @@ def score(msg: Message, context: Context) -> Message:
 def model_query(msg: Message, context: Context) -> Message:
     """Hand out the whole transceiver (FedAvg round 0)."""
     model = _load_model(_config(context), context)
-    return _reply(msg, arrays=P.to_record(model.state_dict()))
+    return _reply(msg, arrays=_outgoing(model.state_dict(), P.MODEL))
 
 
 def fedavg_train(msg: Message, context: Context) -> Message:
     """One FedAvg round: train the global transceiver on the local data and link."""
     cfg = _config(context)
     node = _node(context)
-    model = _model_from(cfg, P.arrays_of(msg.content))
+    model = _model_from(cfg, _received(msg))
     c = P.config_of(msg.content)
     images = _node_data(cfg, node, "train").images
     fa = cfg.strategy.fedavg
@@ -287,14 +312,14 @@ def fedavg_train(msg: Message, context: Context) -> Message:
             "loss": stats.last_loss,
         }
     )
-    return _reply(msg, arrays=P.to_record(model.state_dict()), metrics=metrics)
+    return _reply(msg, arrays=_outgoing(model.state_dict(), P.FEDAVG_TRAIN), metrics=metrics)
 
 
 def fedavg_evaluate(msg: Message, context: Context) -> Message:
     """Score the global model on i's test images (i → DMC → the same model at j)."""
     cfg = _config(context)
     _node(context)
-    model = _model_from(cfg, P.arrays_of(msg.content))
+    model = _model_from(cfg, _received(msg))
     c = P.config_of(msg.content)
     test = node_data(cfg, P.config_str(c, "source"), P.config_float(c, "epsilon"), "test")
     received, _ = _transmit(model, test, c)

@@ -9,6 +9,10 @@ Compute is counted with :class:`torch.utils.flop_counter.FlopCounterMode` on the
 (forward, backward of what requires gradients); every step has the same shapes (fixed-size
 batches), so the total is ``steps x`` that count. The counter sees matrix products and
 convolutions (including their backward), not element-wise ops or the optimiser update.
+
+Non-finite guard (issue #9, :mod:`flwr_semcom.guard`): every step checks the loss and the
+gradients before the optimiser step; NaN or inf stops the loop with
+:class:`~flwr_semcom.guard.NonFiniteError` (the weights are left as they were before the step).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from flwr_semcom.channels.dmc import DiscreteMemorylessChannel
+from flwr_semcom.guard import check_finite, check_loss
 from flwr_semcom.losses.vqvae import VQVAELoss
 from flwr_semcom.models.vqvae import VQVAETransceiver
 
@@ -94,6 +99,14 @@ def _channel_generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def _checked(loss: Tensor, params: list[nn.Parameter], where: str, step: int) -> float:
+    """The loss as a float after checking it and the gradients (:class:`NonFiniteError`)."""
+    value = check_loss(loss, where=where, step=step)
+    grads = {str(i): p.grad for i, p in enumerate(params) if p.grad is not None}
+    check_finite(f"gradient at step {step}", grads, where=where, consequence="training stopped")
+    return value
+
+
 def train_transceiver(
     model: VQVAETransceiver,
     images: Tensor,
@@ -155,8 +168,8 @@ def train_transceiver(
             if counter is not None:
                 counter.__exit__(None, None, None)
                 flops_per_step = int(counter.get_total_flops())
+        losses.append(_checked(loss, params, "slf transceiver training", step))
         opt.step()
-        losses.append(float(loss.detach()))
     wall = time.perf_counter() - start
     tail = losses[-20:] or [float("nan")]
     return TrainStats(
@@ -186,14 +199,15 @@ def train_classifier(
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
-    for idx in batch_indices(len(images), batch_size, steps, g):
+    params = list(model.parameters())
+    for step, idx in enumerate(batch_indices(len(images), batch_size, steps, g)):
         idx = idx.to(images.device)
         logits = model(_shift(images[idx], shift, g))["logits"]
         loss = F.cross_entropy(logits, labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        losses.append(_checked(loss, params, "slf classifier training", step))
         opt.step()
-        losses.append(float(loss.detach()))
     model.eval()
     tail = losses[-20:] or [float("nan")]
     return TrainStats(

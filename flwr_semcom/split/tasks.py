@@ -30,6 +30,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from flwr_semcom.guard import check_finite, check_loss
 from flwr_semcom.registry import Registry
 from flwr_semcom.split.schedule import BatchPlan
 
@@ -66,6 +67,11 @@ class ClientTask(ABC):
     @abstractmethod
     def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         """A fresh optimizer over ``params`` (its state is restored by the runtime)."""
+
+    def sample_ids(self) -> torch.Tensor | None:
+        """IDs of the samples this device holds, for the server's alignment check (issue #9:
+        devices of different modalities must hold the same scenes); ``None``: not checked."""
+        return None
 
 
 @dataclass
@@ -114,19 +120,28 @@ class ServerTask(ABC):
     def train_step(
         self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
     ) -> ServerStep:
-        """One optimizer step on one batch; returns ∂L/∂uplink for every client."""
+        """One optimizer step on one batch; returns ∂L/∂uplink for every client.
+
+        Non-finite guard (issue #9): the received uplinks, the loss and the gradients are
+        checked before the step (:class:`~flwr_semcom.guard.NonFiniteError`).
+        """
+        where = f"split server step, batch {batch.index}"
+        check_finite("uplinks", list(uplinks), where=where, consequence="not used")
         leaves = [
             {k: v.detach().clone().requires_grad_(True) for k, v in up.items()} for up in uplinks
         ]
         self.model.train()
         loss, stats = self.loss(leaves, batch)
+        check_loss(loss, where=where, step=batch.index)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
         grads = [
             {k: (v.grad if v.grad is not None else torch.zeros_like(v)) for k, v in leaf.items()}
             for leaf in leaves
         ]
+        params = {n: p.grad for n, p in self.model.named_parameters() if p.grad is not None}
+        check_finite("gradients", [params, grads], where=where, consequence="training stopped")
+        self.optimizer.step()
         return ServerStep(float(loss.detach()), grads, stats)
 
     def channel_uses(self, uplink: Mapping[str, torch.Tensor]) -> int:
@@ -143,6 +158,12 @@ class ServerTask(ABC):
         self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
     ) -> dict[str, float]:
         """Metric sums of one evaluation batch (eval mode, no gradients)."""
+        check_finite(
+            "uplinks",
+            list(uplinks),
+            where=f"split evaluation, batch {batch.index}",
+            consequence="not used",
+        )
         self.model.eval()
         _, stats = self.loss(uplinks, batch)
         return stats
