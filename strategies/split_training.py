@@ -41,6 +41,7 @@ from omegaconf import DictConfig
 
 from flwr_semcom.accounting import CommLedger
 from flwr_semcom.config import resolve_device
+from flwr_semcom.data.partition import check_alignment
 from flwr_semcom.split import ServerTask, build_server_task, check_split_config
 from flwr_semcom.split.exchange import ClientInfo, exchange
 from flwr_semcom.split.protocol import (
@@ -391,6 +392,7 @@ class SplitTraining(Strategy):
             timeout=self.timeout,
         )
         by_partition: dict[int, ClientInfo] = {}
+        fingerprints: dict[str, str] = {}
         for node, reply in zip(nodes, replies):
             info = reply.content.config_records["info"]
             pid = int(info["partition-id"])  # type: ignore[arg-type]
@@ -408,12 +410,15 @@ class SplitTraining(Strategy):
                     f"partition {pid} is served by nodes {by_partition[pid].node_id} and {node}"
                 )
             by_partition[pid] = ClientInfo(node, pid, str(info["role"]))
+            if info.get("ids-fingerprint"):
+                fingerprints[f"{info['role']!s}-{pid} (node {node})"] = str(info["ids-fingerprint"])
         missing = [p for p in range(need) if p not in by_partition]
         if missing:
             raise RuntimeError(
                 f"no node serves partition(s) {missing}; the task needs partitions 0..{need - 1}"
             )
         self.clients = [by_partition[p] for p in range(need)]
+        check_alignment(fingerprints)  # one line naming the devices whose sample IDs differ
         for msg, reply in zip(msgs, replies):
             pid = int(reply.content.config_records["info"]["partition-id"])  # type: ignore[arg-type]
             label = f"{pid}:{reply.content.config_records['info']['role']!s}"

@@ -127,7 +127,10 @@ def check_alignment(fingerprints: Mapping[str, str]) -> None:
         parts = "; ".join(
             f"{', '.join(sorted(devs))} hold {fp[:12]}" for fp, devs in sorted(groups.items())
         )
-        raise ValueError(f"sample IDs are not aligned across devices: {parts}")
+        raise ValueError(
+            f"sample IDs are not aligned across devices: {parts}; expected every device of a "
+            "shard to hold the same IDs (one vertical_partition of the aligned scenes)"
+        )
 
 
 def iid_partition(n_or_ids: int | IdsLike, num_partitions: int, seed: int) -> list[torch.Tensor]:

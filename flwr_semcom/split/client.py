@@ -42,6 +42,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from flwr_semcom.config import ConfigError, config_from_run_config, resolve_device
+from flwr_semcom.data.partition import ids_fingerprint
+from flwr_semcom.guard import check_finite
 from flwr_semcom.split.protocol import (
     EVAL_FORWARD,
     QUERY_STATE,
@@ -254,6 +256,13 @@ def split_step(msg: Message, context: Context) -> Message:
             )
         prev = decode_plan(state.array_records[pending_key])
         grads = unpack_tensors(msg.content.array_records["grads"], [b.size for b in prev], "grads")
+        check_finite(  # non-finite guard (issue #9): never applied
+            "received gradients",
+            grads,
+            where=TRAIN_STEP,
+            round_=spec.round,
+            consequence="not applied",
+        )
         before = {k: to_tensor(v) for k, v in state.array_records[buffers_key].items()}
         apply_gradients(task, opt, prev, grads, before, device)
     elif spec.exchange != 0:
@@ -263,6 +272,7 @@ def split_step(msg: Message, context: Context) -> Message:
         plan = decode_plan(msg.content.array_records["plan"])
         state[buffers_key] = _buffers_record(task.model)
         uplink = forward_batches(task, plan, True, device)
+        check_finite("uplink", uplink, where=TRAIN_STEP, round_=spec.round, consequence="not sent")
         state[pending_key] = msg.content.array_records["plan"]
         content["uplink"] = pack_tensors(uplink)
     else:
@@ -270,6 +280,9 @@ def split_step(msg: Message, context: Context) -> Message:
             if key in state:
                 del state[key]
     t_compute = time.perf_counter()
+    check_finite(
+        "client weights", task.model, where=TRAIN_STEP, round_=spec.round, consequence="not stored"
+    )
     state[_key(spec.task, "model")] = module_record(task.model)
     arrays, opt_meta = optimizer_records(opt)
     state[_key(spec.task, "optim")] = arrays
@@ -294,6 +307,7 @@ def split_forward(msg: Message, context: Context) -> Message:
     plan = decode_plan(msg.content.array_records["plan"])
     t_load = time.perf_counter()
     uplink = forward_batches(built.task, plan, False, built.device)
+    check_finite("uplink", uplink, where=EVAL_FORWARD, round_=spec.round, consequence="not sent")
     content = RecordDict({"uplink": pack_tensors(uplink)})
     if spec.profile:
         content["timing"] = MetricRecord(
@@ -329,6 +343,9 @@ def split_state(msg: Message, context: Context) -> Message:
         info["error"] = str(err)
         return Message(RecordDict({"info": info}), reply_to=msg)
     info["role"] = built.task.role
+    ids = built.task.sample_ids()
+    if ids is not None:  # the server checks that every device holds the same sample IDs
+        info["ids-fingerprint"] = ids_fingerprint(ids)
     content = RecordDict({"info": info})
     if spec.weights:
         _restore(built, context.state, spec.task)

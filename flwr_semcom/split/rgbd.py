@@ -213,6 +213,10 @@ class RGBDClient(ClientTask):
     def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         return make_sgd(params, self.cfg.strategy)
 
+    def sample_ids(self) -> torch.Tensor:
+        """Every scene of the modality tensor (``0..N-1``); all devices must agree."""
+        return torch.arange(self.data.shape[0])
+
 
 def decoder_cross_entropy(
     decoder: nn.Module,
