@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+from flwr_semcom.accounting import atomic_write
 from simulations.deploy_local import DeploymentError, LocalDeployment, local_deployment
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -281,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(markdown(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        with atomic_write(args.json) as fh:
+            json.dump(results, fh, indent=1)
     return 0
 
 
@@ -331,7 +333,8 @@ def _experiment_mode(args: argparse.Namespace) -> int:
                 text = ["-" if c is None else f"{float(c):.2f}" for c in cells]
                 print(f"| {r['node']} | {r['type']} | " + " | ".join(text) + " |")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        with atomic_write(args.json) as fh:
+            json.dump(out, fh, indent=1)
     return 0
 
 

@@ -93,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     out_root = Path(args.output_dir or Path(str(cfgs[0].paths.output_dir)) / "sweeps")
     if not out_root.is_absolute():
         out_root = PROJECT_ROOT / out_root
+    from flwr_semcom.accounting import atomic_write
     from flwr_semcom.results import Results, new_run_dir, plot_lines
 
     sweep_dir = new_run_dir(out_root, args.experiment)
     results = Results(sweep_dir, metrics_name="sweep")
-    (sweep_dir / "sweep_args.json").write_text(json.dumps(vars(args), indent=1))
+    with atomic_write(sweep_dir / "sweep_args.json") as fh:
+        json.dump(vars(args), fh, indent=1)
     print(f"[semcom-sweep] {len(points)} point(s) over {keys or 'no swept key'} → {sweep_dir}")
     failed = 0
     for i, point in enumerate(points):
