@@ -171,6 +171,7 @@ def _explain_hydra_error(err: BaseException, directory: Path) -> str:
             "fix the spelling, or see `conf/` for the valid keys"
         )
     m = re.search(r"Could not find '([^'/]+)/([^']+)'", line)
+    "flwr_semcom.reliability",
     if m:
         group, option = m.groups()
         valid = sorted(p.stem for p in (directory / group).glob("*.yaml"))

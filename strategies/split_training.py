@@ -29,7 +29,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from logging import INFO, WARNING
+from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import torch
@@ -40,13 +40,22 @@ from flwr.serverapp.strategy import Result, Strategy
 from omegaconf import DictConfig
 
 from flwr_semcom.accounting import CommLedger
+from flwr_semcom.checkpoint import (
+    CheckpointError,
+    load_state_strict,
+    plain_to_records,
+    records_to_plain,
+)
 from flwr_semcom.config import resolve_device
 from flwr_semcom.data.partition import check_alignment
+from flwr_semcom.reliability import FailurePolicy
 from flwr_semcom.split import ServerTask, build_server_task, check_split_config
-from flwr_semcom.split.exchange import ClientInfo, exchange
+from flwr_semcom.split.exchange import ClientInfo, Failure, SplitClientError, collect, exchange
 from flwr_semcom.split.protocol import (
     EVAL_FORWARD,
+    QUERY_CHECKPOINT,
     QUERY_STATE,
+    RESTORE_STATE,
     TRAIN_STEP,
     encode_plan,
     pack_tensors,
@@ -63,9 +72,17 @@ from flwr_semcom.split.schedule import (
     train_batches,
 )
 
-__all__ = ["SplitTraining"]
+__all__ = ["ClientFailureError", "ClientTimeoutError", "SplitTraining"]
 
 RoundCallback = Callable[[dict[str, Any]], None]
+
+
+class ClientFailureError(SplitClientError):
+    """A client failed and the ``reliability.on_failure`` policy stops the run (one line)."""
+
+
+class ClientTimeoutError(ClientFailureError, TimeoutError):
+    """A client did not answer within ``strategy.timeout`` and the policy stops the run."""
 
 
 @dataclass
@@ -159,6 +176,11 @@ class SplitTraining(Strategy):
         self.history: list[dict[str, Any]] = []
         self._pass: _Pass | None = None
         self._eval: _Eval | None = None
+        self.policy = FailurePolicy.from_config(cfg)
+        #: clients dropped for the rest of the current round (on_failure=skip): index → reason
+        self.skipped: dict[int, str] = {}
+        #: per client, the shape (without the batch dimension) and dtype of each uplink tensor
+        self._templates: dict[int, dict[str, tuple[tuple[int, ...], torch.dtype]]] = {}
 
     # ------------------------------------------------------------------ messages
     def _config(self, server_round: int, **extra: Any) -> ConfigRecord:
@@ -230,6 +252,8 @@ class SplitTraining(Strategy):
             raise RuntimeError(f"configure_train: no exchange pending in round {server_round}")
         msgs = []
         for c, info in enumerate(self.clients):
+            if c in self.skipped:
+                continue
             content = RecordDict({"config": self._config(server_round, exchange=p.exchange)})
             if p.grads is not None:
                 content["grads"] = pack_tensors(p.grads[c])
@@ -241,9 +265,12 @@ class SplitTraining(Strategy):
         return msgs
 
     def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+        self, server_round: int, replies: Iterable[Message | None]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Server steps on the uplinks of the current group; keep ∂L/∂uplink for the next one."""
+        """Server steps on the uplinks of the current group; keep ∂L/∂uplink for the next one.
+
+        ``replies`` are in client order; ``None`` marks a skipped client (zero-filled uplink).
+        """
         p = self._pass
         if p is None or p.round != server_round:
             raise RuntimeError(f"aggregate_train: no pass in round {server_round}")
@@ -252,20 +279,14 @@ class SplitTraining(Strategy):
         p.exchange += 1
         if j >= len(p.groups):  # the last exchange carries gradients only
             for c, reply in enumerate(replies):
-                self._record_up(reply, c, self.stage, server_round, 0)
+                if reply is not None:
+                    self._record_up(reply, c, self.stage, server_round, 0)
             self._add_timing(p.times, replies)
             p.grads = None
             return None, None
         batches = p.groups[j]
         sizes = [b.size for b in batches]
-        uplinks: list[list[dict[str, torch.Tensor]]] = []
-        for c, reply in enumerate(replies):
-            if "uplink" not in reply.content:
-                raise RuntimeError(f"client {self.clients[c].describe()} sent no uplink")
-            ups = unpack_tensors(reply.content.array_records["uplink"], sizes)
-            uses = sum(self.server.channel_uses(u) for u in ups)
-            self._record_up(reply, c, self.stage, server_round, uses)
-            uplinks.append([{k: v.to(self.device) for k, v in u.items()} for u in ups])
+        uplinks = self._uplinks(replies, sizes, self.stage, server_round)
         self._add_timing(p.times, replies)
         t0 = time.perf_counter()
         grads: list[list[dict[str, torch.Tensor]]] = [[] for _ in self.clients]
@@ -292,6 +313,8 @@ class SplitTraining(Strategy):
             raise RuntimeError("configure_evaluate: no evaluation chunk pending")
         msgs = []
         for c, info in enumerate(self.clients):
+            if c in self.skipped:
+                continue
             content = RecordDict(
                 {
                     "config": self._config(server_round),
@@ -304,21 +327,16 @@ class SplitTraining(Strategy):
         return msgs
 
     def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
+        self, server_round: int, replies: Iterable[Message | None]
     ) -> MetricRecord | None:
-        """Server metrics of the current evaluation chunk."""
+        """Server metrics of the current evaluation chunk (``None`` = skipped, zero-filled)."""
         e = self._eval
         if e is None:
             raise RuntimeError("aggregate_evaluate: no evaluation running")
         batches = e.chunks[e.chunk]
         e.chunk += 1
         sizes = [b.size for b in batches]
-        uplinks = []
-        for c, reply in enumerate(replies):
-            ups = unpack_tensors(reply.content.array_records["uplink"], sizes)
-            uses = sum(self.server.channel_uses(u) for u in ups)
-            self._record_up(reply, c, "eval", server_round, uses)
-            uplinks.append([{k: v.to(self.device) for k, v in u.items()} for u in ups])
+        uplinks = self._uplinks(replies, sizes, "eval", server_round)
         sums: dict[str, float] = {}
         for t, batch in enumerate(batches):
             _add(sums, self.server.eval_step([u[t] for u in uplinks], batch))
@@ -346,9 +364,144 @@ class SplitTraining(Strategy):
         )
 
     # ------------------------------------------------------------------ helpers
-    def _add_timing(self, times: dict[str, float], replies: Sequence[Message]) -> None:
+    def _uplinks(
+        self, replies: Iterable[Message | None], sizes: list[int], stage: str, server_round: int
+    ) -> list[list[dict[str, torch.Tensor]]]:
+        """Every client's uplinks per batch, recorded in the ledger; zeros for skipped ones."""
+        uplinks: list[list[dict[str, torch.Tensor]]] = []
+        for c, reply in enumerate(replies):
+            if reply is None:
+                uplinks.append(self._zero_uplinks(c, sizes, server_round))
+                continue
+            if "uplink" not in reply.content:
+                raise RuntimeError(f"client {self.clients[c].describe()} sent no uplink")
+            ups = unpack_tensors(reply.content.array_records["uplink"], sizes)
+            self._templates[c] = {k: (tuple(v.shape[1:]), v.dtype) for k, v in ups[0].items()}
+            uses = sum(self.server.channel_uses(u) for u in ups)
+            self._record_up(reply, c, stage, server_round, uses)
+            uplinks.append([{k: v.to(self.device) for k, v in u.items()} for u in ups])
+        return uplinks
+
+    def _zero_uplinks(
+        self, c: int, sizes: list[int], server_round: int
+    ) -> list[dict[str, torch.Tensor]]:
+        """ẑ = 0 for a skipped client (like a dropped modality), shaped as its last uplink."""
+        template = self._templates.get(c)
+        if template is None:
+            msg = (
+                f"client {self.clients[c].describe()} was skipped in round {server_round} before "
+                "it ever sent an uplink, so its features cannot be zero-filled; "
+                "on_failure=skip needs one successful exchange per client first"
+            )
+            log(ERROR, "reliability: %s", msg)
+            raise ClientFailureError(msg)
+        return [
+            {
+                k: torch.zeros((n, *shape), dtype=dt, device=self.device)
+                for k, (shape, dt) in template.items()
+            }
+            for n in sizes
+        ]
+
+    def _resend(self, msg: Message, attempt: int, c: int, stage: str, server_round: int) -> Message:
+        """A copy of ``msg`` with ``attempt`` in its config (counted in the ledger again)."""
+        content = RecordDict()
+        for name, record in msg.content.items():
+            content[name] = record
+        config = ConfigRecord(dict(msg.content.config_records["config"]))
+        config["attempt"] = attempt
+        content["config"] = config
+        meta = msg.metadata
+        new = Message(content, meta.dst_node_id, meta.message_type, group_id=meta.group_id)
+        self._record_down(new, c, stage, server_round)
+        return new
+
+    def _deliver(
+        self, grid: Grid, msgs: Sequence[Message], stage: str, server_round: int, where: str
+    ) -> list[Message | None]:
+        """Send one exchange's messages and apply ``reliability.on_failure`` to failures.
+
+        Returns the replies in client order, ``None`` for clients skipped in this round.
+        """
+        by_node = {info.node_id: c for c, info in enumerate(self.clients)}
+        todo = [(by_node[m.metadata.dst_node_id], m) for m in msgs]
+        out: list[Message | None] = [None] * len(self.clients)
+        policy, attempt = self.policy.on_failure, 0
+        action = msgs[0].metadata.message_type if msgs else ""
+        while todo:
+            replies, failures = collect(
+                grid,
+                [m for _, m in todo],
+                [self.clients[c] for c, _ in todo],
+                action=action,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                stop_on_error=policy == "abort",
+            )
+            for (c, _), reply in zip(todo, replies):
+                if reply is not None:
+                    out[c] = reply
+            if not failures:
+                break
+            failed = [(todo[f.index][0], todo[f.index][1], f) for f in failures]
+            context = f"{action}, round {server_round}, {where}"
+            if policy == "wait" and attempt < self.policy.retries:
+                attempt += 1
+                for c, _, f in failed:
+                    log(
+                        WARNING,
+                        "reliability: client %s failed (%s): %s; on_failure=wait: re-sending "
+                        "(attempt %d of %d)",
+                        self.clients[c].describe(),
+                        context,
+                        f.reason,
+                        attempt,
+                        self.policy.retries,
+                    )
+                todo = [(c, self._resend(m, attempt, c, stage, server_round)) for c, m, _ in failed]
+                continue
+            if policy == "skip":
+                for c, _, f in failed:
+                    self.skipped[c] = f.reason
+                    log(
+                        WARNING,
+                        "reliability: client %s failed (%s): %s; on_failure=skip: device skipped "
+                        "for the rest of round %d (uplink zero-filled, no gradients)",
+                        self.clients[c].describe(),
+                        context,
+                        f.reason,
+                        server_round,
+                    )
+                if len(self.skipped) == len(self.clients):
+                    msg = f"every client failed in round {server_round} ({context}); run aborted"
+                    log(ERROR, "reliability: %s", msg)
+                    raise ClientFailureError(msg)
+                break
+            self._abort(failed[0][0], failed[0][2], context, attempt)
+        return out
+
+    def _abort(self, c: int, failure: Failure, context: str, attempt: int) -> None:
+        """Log the one ERROR line of an aborted run and raise it."""
+        who = self.clients[c].describe()
+        policy = self.policy.on_failure
+        resent = f" after {attempt} re-send(s)" if policy == "wait" else ""
+        action, _, where = context.partition(", ")
+        tail = f"on_failure={policy}{resent}: run aborted (completed rounds are kept)"
+        if failure.kind == "timeout":
+            msg = f"{action}: {failure.reason} from {who} ({where}); {tail}"
+            log(ERROR, "reliability: %s", msg)
+            raise ClientTimeoutError(msg)
+        msg = f"client {who} failed in {action} ({where}): {failure.reason}; {tail}"
+        log(ERROR, "reliability: %s", msg)
+        raise ClientFailureError(msg)
+
+    def _add_timing(self, times: dict[str, float], replies: Sequence[Message | None]) -> None:
         """Add this exchange's slowest client's load / compute / save times to ``times``."""
-        recs = [r.content.metric_records["timing"] for r in replies if "timing" in r.content]
+        recs = [
+            r.content.metric_records["timing"]
+            for r in replies
+            if r is not None and "timing" in r.content
+        ]
         if not recs:
             return
         for k in ("load_s", "compute_s", "save_s"):
@@ -450,6 +603,71 @@ class SplitTraining(Strategy):
             for c, r in zip(self.clients, replies)
         }
 
+    # ------------------------------------------------------------------ checkpoints
+    def fetch_client_checkpoint(
+        self, grid: Grid, previous: dict[int, Any] | None = None
+    ) -> dict[int, Any]:
+        """Every client's ``split.<task>.*`` records as plain data, by partition
+        (``query.split_checkpoint``; not in the ledger). A client that does not answer keeps
+        its state from ``previous`` (a skipped device), else :class:`ClientFailureError`."""
+        msgs = [
+            Message(RecordDict({"config": self._config(0)}), c.node_id, QUERY_CHECKPOINT)
+            for c in self.clients
+        ]
+        replies, failures = collect(
+            grid,
+            msgs,
+            self.clients,
+            action=QUERY_CHECKPOINT,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+        )
+        out: dict[int, Any] = {}
+        for c, reply in zip(self.clients, replies):
+            if reply is not None:
+                out[c.partition_id] = records_to_plain(reply.content)
+            elif previous is not None and c.partition_id in previous:
+                log(
+                    WARNING,
+                    "reliability: checkpoint keeps the previous state of %s (no reply)",
+                    c.describe(),
+                )
+                out[c.partition_id] = previous[c.partition_id]
+            else:
+                reason = next(f.reason for f in failures if self.clients[f.index] == c)
+                msg = f"checkpoint: cannot fetch the state of client {c.describe()}: {reason}"
+                log(ERROR, "reliability: %s", msg)
+                raise ClientFailureError(msg)
+        return out
+
+    def restore_clients(self, grid: Grid, states: dict[int, Any]) -> None:
+        """Send every client its checkpointed records (``train.split_restore``)."""
+        msgs = []
+        for c in self.clients:
+            if c.partition_id not in states:
+                raise CheckpointError(f"checkpoint has no state for partition {c.partition_id}")
+            content = plain_to_records(states[c.partition_id])
+            content["config"] = self._config(0)
+            msgs.append(Message(content, c.node_id, RESTORE_STATE))
+        self._send(grid, msgs, RESTORE_STATE)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Server model, optimizer and the round history (plain data for a checkpoint)."""
+        return {
+            "model": server_state(self),
+            "optimizer": self.server.optimizer.state_dict(),
+            "history": [dict(r) for r in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; a model of another shape → one-line CheckpointError."""
+        load_state_strict(self.server.model, state["model"], "server model")
+        try:
+            self.server.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"checkpoint server optimizer does not fit: {err}") from None
+        self.history = [dict(r) for r in state["history"]]
+
     # ------------------------------------------------------------------ rounds
     def new_pass(self, server_round: int) -> _Pass:
         """Plan the training pass of ``server_round`` (shared by every client)."""
@@ -482,7 +700,8 @@ class SplitTraining(Strategy):
         while not p.done:
             msgs = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
             t1 = time.perf_counter()
-            replies = self._send(grid, msgs, TRAIN_STEP)
+            where = f"exchange {p.exchange}"
+            replies = self._deliver(grid, msgs, self.stage, server_round, where)
             p.waits.append(time.perf_counter() - t1)
             self.aggregate_train(server_round, replies)
         n = max(p.sums.get("n", 0.0), 1.0)
@@ -512,8 +731,11 @@ class SplitTraining(Strategy):
         ]
         self._eval = e = _Eval(group(batches, per), plans)
         while e.chunk < len(e.chunks):
-            msgs = self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid)
-            self.aggregate_evaluate(server_round, self._send(grid, list(msgs), EVAL_FORWARD))
+            msgs = list(self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid))
+            where = f"evaluation chunk {e.chunk}"
+            self.aggregate_evaluate(
+                server_round, self._deliver(grid, msgs, "eval", server_round, where)
+            )
         n = max(e.sums.get("n", 0.0), 1.0)
         self._eval = None
         return {
@@ -533,13 +755,15 @@ class SplitTraining(Strategy):
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
         *,
         on_round: RoundCallback | None = None,
+        first_round: int = 1,
     ) -> Result:
         """Run ``num_rounds`` (default ``strategy.rounds``) passes, each followed by evaluation.
 
         ``initial_arrays`` (optional) are loaded into the server model; ``timeout`` overrides
         ``strategy.timeout``; ``train_config`` / ``evaluate_config`` are not used (the clients
         read the hydra config). ``on_round(row)`` is called after every round with the row of
-        metrics that also goes to :attr:`history`.
+        metrics that also goes to :attr:`history`. ``first_round`` > 1 continues a resumed run
+        (server and clients restored from a checkpoint first).
         """
         if train_config or evaluate_config:
             log(WARNING, "SplitTraining ignores train_config / evaluate_config (hydra config)")
@@ -553,11 +777,13 @@ class SplitTraining(Strategy):
         if not self.clients:
             self.discover(grid)
         result = Result()
-        for r in range(1, rounds + 1):
+        for r in range(first_round, rounds + 1):
             t_round = time.perf_counter()
+            self.skipped = {}
             row: dict[str, Any] = {"round": r}
             row.update(self.train_round(grid, r))
             row.update(self.evaluate_round(grid, r))
+            row["skipped"] = " ".join(self._label(c) for c in sorted(self.skipped))
             row["round_time_s"] = time.perf_counter() - t_round
             row["wall_time_s"] = time.perf_counter() - t_start
             row["up_bytes"] = self.ledger.total("bytes", direction="up", max_round=r)

@@ -44,9 +44,12 @@ from torch import nn
 from flwr_semcom.config import ConfigError, config_from_run_config, resolve_device
 from flwr_semcom.data.partition import ids_fingerprint
 from flwr_semcom.guard import check_finite
+from flwr_semcom.reliability import maybe_inject
 from flwr_semcom.split.protocol import (
     EVAL_FORWARD,
+    QUERY_CHECKPOINT,
     QUERY_STATE,
+    RESTORE_STATE,
     TRAIN_STEP,
     decode_plan,
     pack_tensors,
@@ -62,7 +65,9 @@ __all__ = [
     "MessageSpec",
     "apply_gradients",
     "forward_batches",
+    "split_checkpoint",
     "split_forward",
+    "split_restore",
     "split_state",
     "split_step",
 ]
@@ -80,6 +85,7 @@ class MessageSpec:
     exchange: int
     profile: bool
     weights: bool
+    attempt: int = 0
 
     @classmethod
     def from_message(cls, msg: Message, action: str) -> MessageSpec:
@@ -98,6 +104,7 @@ class MessageSpec:
             exchange=int(rec.get("exchange", 0)),  # type: ignore[arg-type]
             profile=bool(rec.get("profile", False)),
             weights=bool(rec.get("weights", False)),
+            attempt=int(rec.get("attempt", 0)),  # type: ignore[arg-type]
         )
 
 
@@ -227,7 +234,9 @@ def split_step(msg: Message, context: Context) -> Message:
     """``train.split_step``: apply the previous exchange's gradients, forward the next plan."""
     t0 = time.perf_counter()
     spec = MessageSpec.from_message(msg, TRAIN_STEP)
-    _, built = _setup(spec, context)
+    cfg, built = _setup(spec, context)
+    partition = int(context.node_config.get("partition-id", -1))  # type: ignore[arg-type]
+    maybe_inject(cfg, partition, spec.round, spec.exchange, spec.attempt)  # test-only faults
     task, device, state = built.task, built.device, context.state
     meta_key = _key(spec.task, "meta")
     if meta_key in state:
@@ -353,4 +362,35 @@ def split_state(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-ACTIONS = {TRAIN_STEP: split_step, EVAL_FORWARD: split_forward, QUERY_STATE: split_state}
+def split_checkpoint(msg: Message, context: Context) -> Message:
+    """``query.split_checkpoint``: every record under ``split.<task>.``, named by part."""
+    spec = MessageSpec.from_message(msg, QUERY_CHECKPOINT)
+    prefix = _key(spec.task, "")
+    content = RecordDict()
+    for name, record in context.state.items():
+        if name.startswith(prefix):
+            content[name[len(prefix) :]] = record
+    return Message(content, reply_to=msg)
+
+
+def split_restore(msg: Message, context: Context) -> Message:
+    """``train.split_restore``: replace this client's ``split.<task>.*`` records with the
+    message's (all but ``config``); the reply is empty."""
+    spec = MessageSpec.from_message(msg, RESTORE_STATE)
+    prefix = _key(spec.task, "")
+    state = context.state
+    for name in [n for n in state if n.startswith(prefix)]:
+        del state[name]
+    for part, record in msg.content.items():
+        if part != "config":
+            state[prefix + part] = record
+    return Message(RecordDict(), reply_to=msg)
+
+
+ACTIONS = {
+    TRAIN_STEP: split_step,
+    EVAL_FORWARD: split_forward,
+    QUERY_STATE: split_state,
+    QUERY_CHECKPOINT: split_checkpoint,
+    RESTORE_STATE: split_restore,
+}

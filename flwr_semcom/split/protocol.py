@@ -18,6 +18,10 @@ reply (client → server)
 returns ``"info"`` (partition, role) and, when ``config["weights"]`` is true, ``"state"``
 (the client model's ``state_dict``).
 
+Checkpoints (flwr_semcom/checkpoint.py): ``query.split_checkpoint`` returns every record the
+client keeps under ``split.<task>.`` (model, optimizer, pending plan, meta), named by part;
+``train.split_restore`` carries such records and replaces the client's ``split.<task>.*``.
+
 A plan record holds four int64 arrays: ``ids`` (all sample IDs, batches concatenated),
 ``sizes`` ``[S]``, ``aug_seeds`` ``[S]``, ``noise_seeds`` ``[S]`` and ``index`` ``[S]``.
 """
@@ -35,7 +39,9 @@ from flwr_semcom.split.schedule import BatchPlan
 __all__ = [
     "EVAL_FORWARD",
     "MESSAGE_TYPES",
+    "QUERY_CHECKPOINT",
     "QUERY_STATE",
+    "RESTORE_STATE",
     "TRAIN_STEP",
     "decode_plan",
     "encode_plan",
@@ -48,7 +54,9 @@ __all__ = [
 TRAIN_STEP = "train.split_step"
 EVAL_FORWARD = "evaluate.split_forward"
 QUERY_STATE = "query.split_state"
-MESSAGE_TYPES = (TRAIN_STEP, EVAL_FORWARD, QUERY_STATE)
+QUERY_CHECKPOINT = "query.split_checkpoint"
+RESTORE_STATE = "train.split_restore"
+MESSAGE_TYPES = (TRAIN_STEP, EVAL_FORWARD, QUERY_STATE, QUERY_CHECKPOINT, RESTORE_STATE)
 
 _PLAN_KEYS = ("ids", "sizes", "aug_seeds", "noise_seeds", "index")
 

@@ -8,13 +8,18 @@ two devices (RGB, depth), small CNN encoders, AWGN at ``channel.snr_db``.
 
 Writes a results folder (flwr_semcom/results.py) under ``paths.output_dir``: ``config.yaml``,
 ``metrics.csv/json`` (one row per round), ``summary.json``, ``ledger.csv/json`` and the plots
-``accuracy_vs_round.png`` and ``accuracy_vs_bits.png``, all refreshed after every round.
+``accuracy_vs_round.png`` and ``accuracy_vs_bits.png``, all refreshed after every round, and
+``checkpoint.pt`` + ``run.json`` every ``reliability.checkpoint_every`` rounds
+(flwr_semcom/checkpoint.py). With ``reliability.resume=<results folder>`` (what
+``semcom-run --resume`` sets) it restores server, clients, ledger, rows and RNG from that
+folder's checkpoint and continues there; the metrics then equal an uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import time
 from logging import INFO
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
@@ -23,6 +28,8 @@ from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
 from flwr_semcom.accounting import CommLedger
+from flwr_semcom.checkpoint import Checkpoint, Checkpointer, get_rng_state, set_rng_state
+from flwr_semcom.reliability import FailurePolicy
 from flwr_semcom.results import Results, new_run_dir, plot_lines
 from flwr_semcom.split import check_split_config
 from simulations.common import output_root
@@ -58,10 +65,47 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
     t0 = time.perf_counter()
     experiment = str(context.run_config.get("experiment", cfg.experiment.name))
     overrides = str(context.run_config.get("overrides", ""))
-    results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
-    results.save_config(cfg)
+    policy = FailurePolicy.from_config(cfg)
+    resume = cfg.get("reliability", {}).get("resume")
+    ckpt: Checkpoint | None = None
+    if resume:
+        run_dir = Path(str(resume)).resolve()
+        ckpt = Checkpointer(run_dir, cfg, experiment=experiment, overrides=overrides).load()
+        # the clients compose the original run's config: same messages, same ledger bytes
+        experiment, overrides = ckpt.experiment, ckpt.overrides
+    else:
+        run_dir = new_run_dir(output_root(cfg), str(cfg.experiment.name))
+    checkpointer = Checkpointer(run_dir, cfg, experiment=experiment, overrides=overrides)
+    results = Results(run_dir)
     ledger = CommLedger()
     strategy = SplitTraining(cfg, experiment=experiment, overrides=overrides, ledger=ledger)
+    first_round, elapsed = 1, 0.0
+    clients_state: dict[int, Any] | None = None
+    if ckpt is None:
+        results.save_config(cfg)
+        if policy.checkpoint_every:
+            checkpointer.write_run_file()
+    else:
+        state = ckpt.state
+        strategy.ledger = CommLedger()  # discovery is not counted twice
+        strategy.discover(grid)
+        strategy.ledger = ledger
+        ledger.extend(CommLedger.from_records(state["ledger"]).rows)
+        strategy.load_state_dict(state["server"])
+        clients_state = state["clients"]
+        strategy.restore_clients(grid, clients_state)
+        results.rows = [dict(r) for r in state["rows"]]
+        results.write_metrics()
+        set_rng_state(state["rng"])
+        first_round, elapsed = ckpt.round + 1, float(state["elapsed_s"])
+        log(
+            INFO,
+            "split_supervised: resumed %s after round %d of %d",
+            run_dir,
+            ckpt.round,
+            strategy.rounds,
+        )
+    t0 -= elapsed
     snr = cfg.channel.get("snr_db")
     label = f"S={strategy.steps_per_message}" + ("" if snr is None else f", {snr} dB")
 
@@ -84,11 +128,26 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
             "round_time_s": row["round_time_s"],
             "wall_time_s": time.perf_counter() - t0,
         }
+        if row.get("skipped"):
+            out["skipped"] = row["skipped"]
         results.add(out)
         results.write_ledger(ledger)
         _plots(results, results.rows, label)
+        every = policy.checkpoint_every
+        if every and (r % every == 0 or r == strategy.rounds):
+            nonlocal clients_state
+            clients_state = strategy.fetch_client_checkpoint(grid, clients_state)
+            state = {
+                "server": strategy.state_dict(),
+                "clients": clients_state,
+                "ledger": ledger.to_records(),
+                "rows": results.rows,
+                "rng": get_rng_state(),
+                "elapsed_s": time.perf_counter() - t0,
+            }
+            checkpointer.save(r, state)
 
-    strategy.start(grid, on_round=on_round)
+    strategy.start(grid, on_round=on_round, first_round=first_round)
     last = results.rows[-1]
     summary = {
         "experiment": str(cfg.experiment.name),
