@@ -17,8 +17,8 @@ import torch
 
 from flwr_semcom.checkpoint import (
     CHECKPOINT_NAME,
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     get_rng_state,
     set_rng_state,
 )
@@ -116,7 +116,9 @@ def test_checkpoint_of_another_config_is_refused_in_one_line(tmp_path: Path) -> 
     # the resume key itself may differ
     same = compose_config("main", f"{TINY} reliability.resume={tmp_path}")
     ckpt = Checkpointer(tmp_path, same, experiment="main", overrides="").load()
-    assert ckpt.round == 1 and ckpt.overrides == TINY and torch.equal(ckpt.state["x"], torch.ones(2))
+    assert (
+        ckpt.round == 1 and ckpt.overrides == TINY and torch.equal(ckpt.state["x"], torch.ones(2))
+    )
 
 
 def test_unsafe_or_missing_checkpoint_is_refused(tmp_path: Path) -> None:
