@@ -113,6 +113,57 @@ RULES: dict[str, Rule] = {
 }
 
 
+def _opt(rule: Rule) -> Rule:
+    """``rule`` for a key only some groups have (checked where present)."""
+    return Rule(rule.check, rule.valid, required=False)
+
+
+#: Keys of the other groups of ``conf/`` (data, model, strategy, experiment, pretrain.augment)
+#: that no owning module checks. Names are listed here rather than imported so that
+#: validation does not import torch; tests compare them with the registries and ``conf/``.
+RULES.update(
+    {
+        "paths.project_root": Rule(
+            lambda v: v is None or (isinstance(v, str) and v != ""),
+            "null or a folder path",
+            required=False,
+        ),
+        "data.name": one_of("mnist_mix", "synthetic_rgbd"),
+        "data.num_samples": _opt(int_range(2, 10_000_000)),
+        "data.image_size": _opt(int_range(8, 512)),
+        "data.label_fraction": _opt(float_range(0.0, 1.0, lo_open=True)),
+        "data.devices_per_modality": _opt(int_range(1, 1024)),
+        "data.modalities": Rule(
+            lambda v: isinstance(v, list) and len(v) > 0 and all(m in ("rgb", "depth") for m in v),
+            "a non-empty list of 'rgb' / 'depth'",
+            required=False,
+        ),
+        "model.encoder": _opt(one_of("resnet18", "small_cnn")),
+        "model.num_symbols": _opt(int_range(1, 65_536)),
+        "model.decoder_hidden": _opt(optional(int_range(1, 65_536))),
+        "model.name": _opt(one_of("vqvae")),
+        "strategy.name": one_of("slf", "split"),
+        "experiment.num_nodes": _opt(int_range(1, 10_000)),
+        "experiment.wait": _opt(float_range(0.0, None, lo_open=True)),
+        **{
+            f"pretrain.augment.{k}": _opt(float_range(0.0, 1.0))
+            for k in (
+                "flip_p",
+                "jitter_p",
+                "brightness",
+                "contrast",
+                "saturation",
+                "grayscale_p",
+                "depth_noise_p",
+            )
+        },
+        "pretrain.augment.crop_scale_min": _opt(float_range(0.0, 1.0, lo_open=True)),
+        "pretrain.augment.hue": _opt(float_range(0.0, 0.5)),
+        "pretrain.augment.depth_noise_std": _opt(float_range(0.0, None)),
+    }
+)
+
+
 #: Modules that own config groups and register their rules with :func:`add_rules` on import.
 #: Imported before every validation so that a bad value fails at start-up, in the launcher,
 #: not later inside a run.
@@ -120,6 +171,7 @@ RULE_MODULES: tuple[str, ...] = (
     "flwr_semcom.split",
     "flwr_semcom.paper1.settings",
     "flwr_semcom.slf.settings",
+    "flwr_semcom.reliability",
 )
 
 
@@ -171,7 +223,6 @@ def _explain_hydra_error(err: BaseException, directory: Path) -> str:
             "fix the spelling, or see `conf/` for the valid keys"
         )
     m = re.search(r"Could not find '([^'/]+)/([^']+)'", line)
-    "flwr_semcom.reliability",
     if m:
         group, option = m.groups()
         valid = sorted(p.stem for p in (directory / group).glob("*.yaml"))
