@@ -194,7 +194,21 @@ class Checkpointer:
             json.dump({"experiment": self.experiment, "overrides": self.overrides}, fh, indent=1)
 
     def save(self, round_: int, state: Mapping[str, Any]) -> None:
-        """Write the checkpoint of completed round ``round_`` atomically."""
+        """Write the checkpoint of completed round ``round_`` atomically.
+
+        Weights holding NaN or inf are never saved (issue #9 non-finite guard): the
+        ``server`` and ``clients`` entries are checked first and the previous checkpoint is
+        kept (:class:`~flwr_semcom.guard.NonFiniteError`).
+        """
+        from flwr_semcom.guard import check_finite  # guard imports CheckpointError from here
+
+        check_finite(
+            "checkpoint weights",
+            {k: state[k] for k in ("server", "clients") if k in state},
+            where=f"checkpoint {self.path}",
+            round_=round_,
+            consequence="not saved (the previous checkpoint is kept)",
+        )
         payload = {
             "format": FORMAT,
             "round": int(round_),

@@ -32,6 +32,8 @@ from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.common.logger import log
 from torch import nn
 
+from flwr_semcom.checkpoint import CheckpointError  # one class for every checkpoint problem
+
 __all__ = [
     "CheckpointError",
     "NonFiniteError",
@@ -241,10 +243,6 @@ def finite_replies(
             consequence="nothing finite to aggregate, round failed",
         )
     return kept
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be loaded into the model (one line: file, parameter)."""
 
 
 def safe_load_state(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:

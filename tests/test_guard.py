@@ -353,3 +353,18 @@ def test_safe_load_refuses_a_nan_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(NonFiniteError, match=r"checkpoint weights: 'bias'.*not installed"):
         safe_load_state(tmp_path / "inf.pt", dst)
     assert torch.isfinite(dst.bias).all()
+
+
+def test_run_checkpoint_never_saves_nan_weights(tmp_path: Path) -> None:
+    from flwr_semcom.checkpoint import Checkpointer
+    from flwr_semcom.config import compose_config
+
+    ckpt = Checkpointer(tmp_path, compose_config("main"), experiment="main", overrides="")
+    good = {"server": {"w": torch.ones(2)}, "rows": [{"loss": NAN}]}  # NaN metrics are data
+    ckpt.save(1, good)
+    saved = ckpt.path.read_bytes()
+    bad = {"server": {"w": torch.tensor([1.0, NAN])}, "clients": {}}
+    with pytest.raises(NonFiniteError, match=r"checkpoint weights: 'server.w'.*round 2; not saved"):
+        ckpt.save(2, bad)
+    assert ckpt.path.read_bytes() == saved  # the previous checkpoint is kept
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
