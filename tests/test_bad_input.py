@@ -355,7 +355,7 @@ CATALOGUE: list[Case] = [
         "IDX missing",
         lambda tmp: read_idx(tmp / "t10k-images-idx3-ubyte.gz"),
         DataNotFoundError,
-        ("t10k-images-idx3-ubyte.gz", "does not exist"),
+        ("t10k-images-idx3-ubyte.gz", "does not exist", "<paths.data_root>/mnist/"),
     ),
     Case(
         ".mat without sceneTypes",

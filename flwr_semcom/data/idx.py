@@ -62,7 +62,10 @@ def read_idx(path: str | Path, expected_magic: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataNotFoundError(f"IDX file {path} does not exist")
+        raise DataNotFoundError(
+            f"IDX file {path} does not exist; expected the MNIST IDX files under "
+            "<paths.data_root>/mnist/ (see docs/datasets.md)"
+        )
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         try:
