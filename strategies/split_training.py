@@ -572,8 +572,13 @@ class SplitTraining(Strategy):
             )
         self.clients = [by_partition[p] for p in range(need)]
         check_alignment(fingerprints)  # one line naming the devices whose sample IDs differ
-        for msg, reply in zip(msgs, replies):
-            pid = int(reply.content.config_records["info"]["partition-id"])  # type: ignore[arg-type]
+
+        def partition_of(reply: Message) -> int:
+            return int(reply.content.config_records["info"]["partition-id"])  # type: ignore[arg-type]
+
+        # in partition order: node IDs are random, the ledger must not depend on them
+        for msg, reply in sorted(zip(msgs, replies), key=lambda mr: partition_of(mr[1])):
+            pid = partition_of(reply)
             label = f"{pid}:{reply.content.config_records['info']['role']!s}"
             for direction, nbytes in (
                 ("down", record_nbytes(msg.content["config"])),
