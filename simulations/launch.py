@@ -8,7 +8,9 @@ imports. This launcher:
 1. composes and validates the config first (a bad value fails here, in one line, exit 2);
 2. refuses ``--num-gpus > 0`` when torch sees no GPU (instead of Ray's "ActorPool is empty");
 3. starts its own simulation SuperLink from a neutral directory, with runtime dependency
-   installation disabled and ``FLWR_HOME`` inside the project (``.flwr-home/``);
+   installation disabled and a ``FLWR_HOME`` of its own inside the project
+   (``.flwr-home/run-<time>-<pid>/``, removed after a completed run; kept with the SuperLink
+   log after a failed one), so two runs at the same time never share a connection config;
 4. runs ``flwr run <project> --stream`` with the experiment, overrides and federation
    settings, then reads the run's final status with ``flwr list``;
 5. stops every process it started (by PID, also on Ctrl-C or failure) and exits non-zero
@@ -16,6 +18,10 @@ imports. This launcher:
 
 With ``--superlink ADDRESS`` it targets an existing (deployment) SuperLink instead and
 starts nothing (see docs/deployment.md).
+
+With ``--resume RESULTS_DIR`` it continues a stopped or killed run from the checkpoint in that
+results folder, with the experiment and overrides the run was started with (``run.json``);
+the run appends to the same folder (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -226,11 +232,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per client, e.g. 0.25")
     p.add_argument("--superlink", default=None, help="address of a running (deployment) SuperLink")
     p.add_argument("--root-certificates", default=None, help="CA cert for a TLS SuperLink")
-    p.add_argument("--flwr-home", default=str(PROJECT_ROOT / ".flwr-home"))
+    p.add_argument(
+        "--flwr-home",
+        default=None,
+        help="FLWR_HOME of this run (default: a fresh .flwr-home/run-<time>-<pid>/, removed "
+        "after a completed run, so concurrent runs never share a connection config)",
+    )
     p.add_argument(
         "--timeout", type=float, default=7200.0, help="seconds before the run is stopped"
     )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RESULTS_DIR",
+        help="continue the run of this results folder from its last checkpoint",
+    )
     return p
+
+
+def resume_settings(run_dir: str) -> tuple[str, list[str]]:
+    """Experiment and overrides that continue the run of ``run_dir`` (one-line errors).
+
+    The checkpoint is loaded and checked against the config here, before Flower starts.
+    """
+    from flwr_semcom.checkpoint import Checkpointer, read_run_file
+    from flwr_semcom.config import compose_config, split_overrides
+
+    folder = Path(run_dir).resolve()
+    run = read_run_file(folder)
+    overrides = [
+        o for o in split_overrides(run["overrides"]) if not o.startswith("reliability.resume=")
+    ]
+    overrides.append(f"reliability.resume={folder}")
+    cfg = compose_config(run["experiment"], overrides)
+    Checkpointer(folder, cfg, experiment=run["experiment"], overrides=run["overrides"]).load()
+    return run["experiment"], overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +276,22 @@ def main(argv: list[str] | None = None) -> int:
 
     experiment = args.experiment or "main"
     overrides = split_overrides(args.overrides)
+    if args.resume:
+        from flwr_semcom.checkpoint import CheckpointError
+
+        if args.experiment or args.overrides:
+            print(
+                "error: --resume continues a run with its own experiment and overrides; "
+                "drop --experiment / --overrides",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            experiment, overrides = resume_settings(args.resume)
+        except (CheckpointError, ConfigError) as err:
+            print(f"error: --resume: {err}", file=sys.stderr)
+            return 2
+        print(f"[semcom-run] resuming {Path(args.resume).resolve()}", flush=True)
     if not any(o.startswith("paths.project_root=") for o in overrides):
         overrides.append(f"paths.project_root={PROJECT_ROOT}")
     try:
@@ -276,8 +328,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(err, file=sys.stderr)
                 return 2
 
-    flwr_home = Path(args.flwr_home).resolve()
+    own_home = args.flwr_home is None
+    flwr_home = (
+        PROJECT_ROOT / ".flwr-home" / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        if own_home
+        else Path(args.flwr_home).resolve()
+    )
     flwr_home.mkdir(parents=True, exist_ok=True)
+    completed = False
     env = flwr_env(flwr_home)
     flwr = _flwr_bin("flwr")
     guard = ProcessGuard()
@@ -382,13 +440,18 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(subprocess.TimeoutExpired):
             streamer.wait(timeout=10)
         print(f"[semcom-run] run {run_id} {status}", flush=True)
-        return 0 if status == "finished:completed" else 1
+        completed = status == "finished:completed"
+        if not completed:
+            print(f"[semcom-run] SuperLink log and connection config kept in {flwr_home}")
+        return 0 if completed else 1
     except KeyboardInterrupt:
         print("[semcom-run] interrupted; stopping Flower processes", file=sys.stderr)
         return 130
     finally:
         guard.stop_all()
         shutil.rmtree(neutral, ignore_errors=True)
+        if own_home and completed:
+            shutil.rmtree(flwr_home, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous_handler)
 
 

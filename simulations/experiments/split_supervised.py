@@ -76,6 +76,7 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
     else:
         run_dir = new_run_dir(output_root(cfg), str(cfg.experiment.name))
     checkpointer = Checkpointer(run_dir, cfg, experiment=experiment, overrides=overrides)
+    log(INFO, "results folder: %s", run_dir)
     results = Results(run_dir)
     ledger = CommLedger()
     strategy = SplitTraining(cfg, experiment=experiment, overrides=overrides, ledger=ledger)
