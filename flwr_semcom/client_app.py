@@ -23,6 +23,7 @@ ACTION_MODULES: tuple[str, ...] = (
     "flwr_semcom.split.client",
     "flwr_semcom.paper1.client",
     "flwr_semcom.slf.client",
+    "flwr_semcom.multitask.client",
 )
 
 app = ClientApp()

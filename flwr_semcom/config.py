@@ -171,6 +171,7 @@ RULE_MODULES: tuple[str, ...] = (
     "flwr_semcom.split",
     "flwr_semcom.paper1.settings",
     "flwr_semcom.slf.settings",
+    "flwr_semcom.multitask.settings",
     "flwr_semcom.reliability",
 )
 

@@ -1,0 +1,63 @@
+"""Message types and record helpers of the federated multi-task experiment.
+
+Paper 3 (arXiv 2501.02006) trained with FedAvg (McMahan et al. 2017) over devices holding
+horizontal shards:
+
+- ``train.mt_fit`` (server → device): ``"arrays"`` = the global link's ``state_dict``,
+  ``"config"`` = ``{method, ratio, server-round}``. Reply: ``"arrays"`` = the locally trained
+  link, ``"metrics"`` = ``{num-examples, loss, loss-<task>, steps, wall-s}``.
+- ``evaluate.mt_eval`` (server → device): the same ``"arrays"`` / ``"config"``. Reply:
+  ``"metrics"`` with ``num-examples`` and, per evaluation SNR index ``i`` (of
+  ``channel.snr_db``), task and statistic, the additive sum ``"s<i>/<task>/<stat>"``, plus
+  ``channel-uses`` (complex symbols sent over the air per SNR: ``k`` per test image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from flwr.app import Array, ArrayRecord
+
+__all__ = [
+    "EVAL",
+    "FIT",
+    "as_number",
+    "from_record",
+    "metric_key",
+    "parse_metric_key",
+    "to_record",
+]
+
+FIT = "train.mt_fit"
+EVAL = "evaluate.mt_eval"
+
+
+def to_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
+    """A ``state_dict`` as an ``ArrayRecord`` (every tensor as float32, so FedAvg can average)."""
+    return ArrayRecord({k: Array(v.detach().cpu().float().contiguous()) for k, v in state.items()})
+
+
+def from_record(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a record (``load_state_dict`` casts back to each buffer's dtype)."""
+    return {k: torch.from_numpy(v.numpy().copy()) for k, v in record.items()}
+
+
+def as_number(value: object, key: str) -> float:
+    """A record value that must be a number (``TypeError`` naming ``key`` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"record value {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def metric_key(snr_index: int, task: str, stat: str) -> str:
+    """``"s<i>/<task>/<stat>"``."""
+    return f"s{snr_index}/{task}/{stat}"
+
+
+def parse_metric_key(key: str) -> tuple[int, str, str] | None:
+    """Inverse of :func:`metric_key`; ``None`` for other keys."""
+    parts = key.split("/")
+    if len(parts) != 3 or not parts[0].startswith("s") or not parts[0][1:].isdigit():
+        return None
+    return int(parts[0][1:]), parts[1], parts[2]

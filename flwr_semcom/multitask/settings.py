@@ -1,0 +1,172 @@
+"""Validation and typed access for the multi-task experiment (``conf/experiment/multitask.yaml``).
+
+Paper 3 (arXiv 2501.02006). Every key of the ``multitask`` group has a rule (registered with
+:func:`flwr_semcom.config.add_rules` on import; checked whenever the group is present), and
+:func:`check_multitask_config` adds the checks that span several keys (tasks against the
+data set, loss weights against tasks, bandwidth ratios against the node map size, heads
+against node channels, the channel). Every failure is a one-line
+:class:`~flwr_semcom.config.ConfigError` naming the key and the valid range.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from flwr_semcom.config import ConfigError, Rule, add_rules, float_range, int_range, one_of
+from flwr_semcom.multitask.system import METHODS, split_symbols, symbols_for_ratio
+from flwr_semcom.multitask.tasks import TASKS
+
+__all__ = [
+    "DATASET_TASKS",
+    "RULES",
+    "check_multitask_config",
+    "ratio_label",
+    "source_dims",
+]
+
+#: Tasks each data set can serve (the target must exist in its items).
+DATASET_TASKS = {
+    "synthetic_rgbd": ("classification", "depth"),
+    "cifar10": ("classification", "reconstruction"),
+}
+
+
+def _is_num(v: Any) -> bool:
+    return float_range().check(v)
+
+
+def _list_of(check: Any, valid: str, *, unique: bool = False) -> Rule:
+    def ok(v: Any) -> bool:
+        if not isinstance(v, list) or not v or not all(check(x) for x in v):
+            return False
+        return not unique or len(set(v)) == len(v)
+
+    return Rule(ok, valid)
+
+
+_POS_INT = int_range(1, 1_000_000)
+RULES: dict[str, Rule] = {
+    "multitask.dataset": one_of(*DATASET_TASKS),
+    "multitask.tasks": _list_of(
+        lambda v: v in TASKS,
+        "a non-empty list of distinct names from " + ", ".join(TASKS),
+        unique=True,
+    ),
+    "multitask.loss_weights": _list_of(
+        lambda v: _is_num(v) and v >= 0, "a non-empty list of numbers >= 0 (one per task)"
+    ),
+    "multitask.methods": _list_of(
+        lambda v: v in METHODS,
+        "a non-empty list of distinct names from " + ", ".join(METHODS),
+        unique=True,
+    ),
+    "multitask.bandwidth_ratios": _list_of(
+        lambda v: _is_num(v) and 0 < v <= 1,
+        "a non-empty list of distinct numbers in (0, 1]",
+        unique=True,
+    ),
+    "multitask.train_snr_db": Rule(
+        lambda v: (
+            isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v) and v[0] <= v[1]
+        ),
+        "[low, high] in dB with low <= high",
+    ),
+    "multitask.num_samples": int_range(20, 1_000_000),
+    "multitask.test_fraction": float_range(0.0, 0.9, lo_open=True),
+    "multitask.cifar_per_class": int_range(2, 1000),
+    "multitask.num_devices": int_range(1, 1000),
+    "multitask.rounds": int_range(1, 10_000),
+    "multitask.local_epochs": int_range(1, 1000),
+    "multitask.batch_size": int_range(2, 65536),
+    "multitask.lr": float_range(0.0, 1.0, lo_open=True),
+    "multitask.eval_batch_size": _POS_INT,
+    "multitask.timeout": float_range(0.0, None, lo_open=True),
+    "multitask.encoder.widths": Rule(
+        lambda v: (
+            isinstance(v, list) and len(v) == 4 and all(int_range(1, 4096).check(x) for x in v)
+        ),
+        "a list of 4 stage widths, integers in [1, 4096]",
+    ),
+    "multitask.encoder.blocks_per_stage": int_range(1, 8),
+    "multitask.gai.node_channels": int_range(1, 4096),
+    "multitask.gai.heads": int_range(1, 64),
+    "multitask.gai.iterations": int_range(0, 16),
+    "multitask.gai.relation_hidden": int_range(1, 65536),
+    "multitask.decoder_hidden": int_range(4, 4096),
+}
+add_rules(RULES)
+
+_MISSING = object()
+
+
+def source_dims(cfg: DictConfig) -> int:
+    """``n = C·H·W`` of the transmitted RGB image (3 × 32 × 32 = 3072)."""
+    return 3 * 32 * 32
+
+
+def ratio_label(ratio: float) -> str:
+    """``0.0833…`` → ``"1/12"`` (the nearest fraction with a denominator ≤ 1000)."""
+    frac = Fraction(float(ratio)).limit_denominator(1000)
+    return f"{frac.numerator}/{frac.denominator}"
+
+
+def check_multitask_config(cfg: DictConfig) -> None:
+    """Validate the ``multitask`` group and its cross-key consistency.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key, the value and the valid range.
+    """
+    if "multitask" not in cfg:
+        raise ConfigError("multitask: missing; select experiment=multitask")
+    for key, rule in RULES.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+        if value is _MISSING:
+            raise ConfigError(f"{key}: missing; expected {rule.valid}")
+        if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not rule.check(value):
+            raise ConfigError(f"{key}: invalid value {value!r}; expected {rule.valid}")
+    m = cfg.multitask
+    tasks = list(m.tasks)
+    allowed = DATASET_TASKS[str(m.dataset)]
+    for t in tasks:
+        if t not in allowed:
+            raise ConfigError(
+                f"multitask.tasks: {t!r} needs targets {m.dataset} does not have; valid for "
+                f"{m.dataset}: {', '.join(allowed)}"
+            )
+    if len(m.loss_weights) != len(tasks):
+        raise ConfigError(
+            f"multitask.loss_weights: expected one weight per task ({len(tasks)}), "
+            f"got {len(m.loss_weights)}"
+        )
+    if int(m.gai.node_channels) % int(m.gai.heads):
+        raise ConfigError(
+            f"multitask.gai.heads: must divide multitask.gai.node_channels "
+            f"({m.gai.node_channels}), got {m.gai.heads}"
+        )
+    area = 4 * 4  # node maps are the last block's 4x4 (32 px input, three stride-2 stages)
+    for r in m.bandwidth_ratios:
+        k = symbols_for_ratio(float(r), source_dims(cfg))
+        if k < len(tasks) or any((2 * k_t) % area for k_t in split_symbols(k, len(tasks))):
+            raise ConfigError(
+                f"multitask.bandwidth_ratios: R={float(r):g} gives k={k} channel uses; each "
+                f"task's 2k/T reals must fill whole 4x4 maps (2k/T a multiple of {area}), "
+                "e.g. R in {1/4, 1/6, 1/12, 1/24}"
+            )
+    if str(cfg.channel.name) != "awgn":
+        raise ConfigError(
+            f"channel.name: the multi-task link is evaluated over AWGN (paper 3), expected "
+            f"'awgn', got {cfg.channel.name!r}"
+        )
+    snrs = cfg.channel.get("snr_db")
+    if not OmegaConf.is_list(snrs) or len(snrs) == 0:
+        raise ConfigError(
+            f"channel.snr_db: the multi-task experiment needs a list of evaluation SNRs in dB, "
+            f"e.g. [-2, 14], got {snrs!r}"
+        )
