@@ -281,7 +281,6 @@ def split_step(msg: Message, context: Context) -> Message:
         plan = decode_plan(msg.content.array_records["plan"])
         state[buffers_key] = _buffers_record(task.model)
         uplink = forward_batches(task, plan, True, device)
-        check_finite("uplink", uplink, where=TRAIN_STEP, round_=spec.round, consequence="not sent")
         state[pending_key] = msg.content.array_records["plan"]
         content["uplink"] = pack_tensors(uplink)
     else:
@@ -316,7 +315,6 @@ def split_forward(msg: Message, context: Context) -> Message:
     plan = decode_plan(msg.content.array_records["plan"])
     t_load = time.perf_counter()
     uplink = forward_batches(built.task, plan, False, built.device)
-    check_finite("uplink", uplink, where=EVAL_FORWARD, round_=spec.round, consequence="not sent")
     content = RecordDict({"uplink": pack_tensors(uplink)})
     if spec.profile:
         content["timing"] = MetricRecord(
