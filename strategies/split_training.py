@@ -701,6 +701,7 @@ class SplitTraining(Strategy):
     def train_round(self, grid: Grid, server_round: int) -> dict[str, float]:
         """Run one training pass; return its metrics and timings."""
         self._pass = p = self.new_pass(server_round)
+        self.server.start_round(server_round)
         t0 = time.perf_counter()
         while not p.done:
             msgs = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))

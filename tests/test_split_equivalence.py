@@ -59,9 +59,11 @@ def _flower_inprocess(
     return strategy, strategy.fetch_client_states(grid)
 
 
-@pytest.mark.parametrize("steps", [1, 3])
-def test_inprocess_flower_run_equals_reference(steps: int) -> None:
-    overrides = f"{TINY} strategy.steps_per_message={steps}"
+@pytest.mark.parametrize(("steps", "schedule"), [(1, "constant"), (3, "constant"), (3, "cosine")])
+def test_inprocess_flower_run_equals_reference(steps: int, schedule: str) -> None:
+    """Also with a per-round cosine lr: a stale group spanning no round boundary is applied
+    with the lr of its own round (the runtime keys it by the round of the pending batch)."""
+    overrides = f"{TINY} strategy.steps_per_message={steps} strategy.lr_schedule={schedule}"
     strategy, clients = _flower_inprocess(overrides)
     ref = run_reference(compose_config("main", overrides))
     for p in (0, 1):
@@ -102,15 +104,27 @@ def test_steps_per_message_changes_the_result_but_replay_and_graph_agree() -> No
     assert _max_diff(s3.server_state, s3_graph.server_state) <= TOL
 
 
-def test_reference_with_one_step_per_message_is_joint_end_to_end_training() -> None:
-    """S = 1 split learning = training encoder(s) and decoder as one network (no split)."""
-    cfg = compose_config("main", f"{TINY} strategy.steps_per_message=1")
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_reference_with_one_step_per_message_is_joint_end_to_end_training(schedule: str) -> None:
+    """S = 1 split learning = training encoder(s) and decoder as one network (no split).
+
+    With ``cosine`` every optimizer here gets the round's lr from the hand-written formula.
+    """
+    cfg = compose_config(
+        "main", f"{TINY} strategy.steps_per_message=1 strategy.lr_schedule={schedule}"
+    )
     ref = run_reference(cfg, rounds=2, evaluate=False)
     server = build_server_task("rgbd_decoder", cfg)
     clients = [build_client_task("rgbd_supervised", cfg, {"partition-id": i}) for i in range(2)]
     opts = [c.make_optimizer(c.model.parameters()) for c in clients]
     seed = int(cfg.seed)
+    lr0 = float(cfg.strategy.lr)
     for r in (1, 2):
+        # rounds = 2, lr_min = 0: cosine gives lr0 in round 1 and lr0 (1 + cos(pi/2)) / 2 in round 2
+        lr = lr0 if schedule == "constant" or r == 1 else lr0 * 0.5
+        for o in (server.optimizer, *opts):
+            for group in o.param_groups:
+                group["lr"] = lr
         batches = train_batches(server.train_ids, int(cfg.strategy.batch_size), seed=seed, round_=r)
         plans = [client_plans(batches, c, seed=seed, stage="finetune", round_=r) for c in range(2)]
         for t, batch in enumerate(batches):
@@ -246,3 +260,17 @@ def test_simulation_engine_run_equals_reference(steps: int) -> None:
     for p in (0, 1):
         assert _max_diff(clients[p], ref.client_states[p]) <= TOL
     assert _max_diff(server, ref.server_state) <= TOL
+
+
+def test_scheduled_lr_hand_values() -> None:
+    from flwr_semcom.split.rgbd import scheduled_lr
+
+    cfg = compose_config(
+        "main", "strategy.lr=0.1 strategy.rounds=4 strategy.lr_schedule=cosine strategy.lr_min=0.02"
+    )
+    # lr_min + (lr - lr_min) (1 + cos(pi (r - 1) / 4)) / 2
+    expected = [0.1, 0.02 + 0.08 * (1 + 2**-0.5) / 2, 0.06, 0.02 + 0.08 * (1 - 2**-0.5) / 2]
+    got = [scheduled_lr(cfg.strategy, r) for r in (1, 2, 3, 4)]
+    assert got == pytest.approx(expected, abs=1e-12)
+    constant = compose_config("main", "strategy.lr=0.1 strategy.rounds=4")
+    assert [scheduled_lr(constant.strategy, r) for r in (1, 4)] == [0.1, 0.1]

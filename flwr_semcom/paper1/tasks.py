@@ -50,6 +50,8 @@ from flwr_semcom.split.rgbd import (
     load_labels,
     load_modality,
     make_sgd,
+    scheduled_lr,
+    set_lr,
 )
 from flwr_semcom.split.schedule import BatchPlan, derive_seed
 from flwr_semcom.split.tasks import CLIENT_TASKS, SERVER_TASKS, ClientTask, ServerStep, ServerTask
@@ -292,6 +294,9 @@ class FinetuneClient(ClientTask):
     def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         return make_sgd(params, self.cfg.strategy)
 
+    def round_lr(self, round_: int) -> float | None:
+        return scheduled_lr(self.cfg.strategy, round_)
+
 
 @SERVER_TASKS.register(FINETUNE_SERVER_TASK)
 class DecoderServer(_Progress, ServerTask):
@@ -336,6 +341,12 @@ class DecoderServer(_Progress, ServerTask):
             decoder = ServerDecoder(in_dim, num_classes, None if hidden is None else int(hidden))
         self.model = decoder
         self.optimizer = optimizer or make_sgd(decoder.parameters(), cfg.strategy)
+        self.strategy_cfg = cfg.strategy
+
+    def start_round(self, round_: int) -> None:
+        """Per-round norms (see ``_Progress``) and the round's learning rate."""
+        super().start_round(round_)
+        set_lr(self.optimizer, scheduled_lr(self.strategy_cfg, round_))
 
     def loss(
         self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan

@@ -255,6 +255,11 @@ def split_step(msg: Message, context: Context) -> Message:
         )
     _restore(built, state, spec.task)
     opt = _optimizer(built, state, spec.task)
+    # The pending gradients belong to the batches of the previous message's round.
+    lr = task.round_lr(last_round if meta_key in state else spec.round)
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
     t_load = time.perf_counter()
 
     pending_key, buffers_key = _key(spec.task, "pending"), _key(spec.task, "pending_buffers")

@@ -126,6 +126,12 @@ def run_reference(
             drop_last=bool(s.get("drop_last", False)),
         )
         plans = [client_plans(batches, c, seed=seed, stage=stage, round_=r) for c in range(n)]
+        server.start_round(r)
+        for client, opt in zip(clients, opts):
+            lr = client.round_lr(r)
+            if lr is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr
         sums = {"n": 0.0, "correct": 0.0, "loss_sum": 0.0}
         critical = 0.0  # Σ over groups of slowest client forward + server + slowest client step
         for lo in range(0, len(batches), S):

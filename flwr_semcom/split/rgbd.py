@@ -16,6 +16,7 @@ IDs (a seeded stratified split, then a stratified labelled subset of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -29,7 +30,15 @@ from flwr_semcom.config import ConfigError
 from flwr_semcom.split.schedule import BatchPlan, derive_seed
 from flwr_semcom.split.tasks import CLIENT_TASKS, SERVER_TASKS, ClientTask, ServerTask
 
-__all__ = ["RGBDClient", "RGBDDecoderServer", "SplitPipeline", "augment", "modality_of"]
+__all__ = [
+    "RGBDClient",
+    "RGBDDecoderServer",
+    "SplitPipeline",
+    "augment",
+    "modality_of",
+    "scheduled_lr",
+    "set_lr",
+]
 
 ANALOG_CHANNELS = ("awgn", "rayleigh", "ideal")
 AUG_PAD = 4  # pixels of zero padding for the random crop
@@ -178,6 +187,27 @@ def make_sgd(params: Iterable[nn.Parameter], strategy: DictConfig) -> torch.opti
     )
 
 
+def scheduled_lr(strategy: DictConfig, round_: int) -> float:
+    """Learning rate of training round ``round_`` (1-based) under ``strategy.lr_schedule``.
+
+    ``constant``: ``lr``. ``cosine``: ``lr_min + (lr - lr_min) (1 + cos(π (r - 1) / R)) / 2``
+    with R = ``strategy.rounds`` (``lr`` in round 1, decaying towards ``lr_min``; one value per
+    round, the same on devices and server).
+    """
+    lr = float(strategy.lr)
+    if str(strategy.get("lr_schedule", "constant")) != "cosine":
+        return lr
+    lo, rounds = float(strategy.get("lr_min", 0.0)), max(int(strategy.rounds), 1)
+    t = min(max(int(round_) - 1, 0), rounds - 1) / rounds
+    return lo + (lr - lo) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 @CLIENT_TASKS.register("rgbd_supervised")
 class RGBDClient(ClientTask):
     """One RGB-D device in Stage II: its modality's transmitter and the channel."""
@@ -212,6 +242,9 @@ class RGBDClient(ClientTask):
 
     def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         return make_sgd(params, self.cfg.strategy)
+
+    def round_lr(self, round_: int) -> float | None:
+        return scheduled_lr(self.cfg.strategy, round_)
 
     def sample_ids(self) -> torch.Tensor:
         """Every scene of the modality tensor (``0..N-1``); all devices must agree."""
@@ -256,6 +289,10 @@ class RGBDDecoderServer(ServerTask):
         torch.manual_seed(derive_seed(int(cfg.seed), "server-init"))
         self.model = ServerDecoder(in_dim, num_classes, None if hidden is None else int(hidden))
         self.optimizer = make_sgd(self.model.parameters(), cfg.strategy)
+        self.strategy_cfg = cfg.strategy
+
+    def start_round(self, round_: int) -> None:
+        set_lr(self.optimizer, scheduled_lr(self.strategy_cfg, round_))
 
     def loss(
         self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan

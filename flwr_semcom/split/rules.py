@@ -29,6 +29,10 @@ SPLIT_RULES: dict[str, Rule] = {
     "strategy.batch_size": _optional(int_range(2, 1_000_000)),
     "strategy.steps_per_message": _optional(int_range(1, 100_000)),
     "strategy.lr": _optional(float_range(0.0, 100.0, lo_open=True)),
+    "strategy.lr_schedule": Rule(
+        lambda v: v in ("constant", "cosine"), "one of constant, cosine", required=False
+    ),
+    "strategy.lr_min": _optional(float_range(0.0, 100.0)),
     "strategy.momentum": Rule(
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0,
         "a number in [0, 1)",

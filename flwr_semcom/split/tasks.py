@@ -68,6 +68,14 @@ class ClientTask(ABC):
     def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         """A fresh optimizer over ``params`` (its state is restored by the runtime)."""
 
+    def round_lr(self, round_: int) -> float | None:
+        """Learning rate of round ``round_`` (a per-round schedule), or ``None``: the optimizer's.
+
+        The runtime sets it before applying the gradients of a batch of that round, so a
+        schedule keyed by round stays exact with stale (S > 1) and piggybacked gradients.
+        """
+        return None
+
     def sample_ids(self) -> torch.Tensor | None:
         """IDs of the samples this device holds, for the server's alignment check (issue #9:
         devices of different modalities must hold the same scenes); ``None``: not checked."""
@@ -116,6 +124,9 @@ class ServerTask(ABC):
         The sums must include ``"n"`` (samples) and may include ``"correct"`` and
         ``"loss_sum"`` (loss × samples).
         """
+
+    def start_round(self, round_: int) -> None:  # noqa: B027 - an optional hook
+        """Called by the strategy before each training pass (e.g. to set a per-round lr)."""
 
     def train_step(
         self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
