@@ -188,6 +188,18 @@ def add_rules(rules: Mapping[str, Rule]) -> None:
     RULES.update(rules)
 
 
+#: Checks that span several keys (``check(cfg)`` raises :class:`ConfigError`), registered by
+#: the modules of :data:`RULE_MODULES` with :func:`add_check` and run after the rules, so that
+#: e.g. a freeze depth beyond the model fails at composition (in the launcher), not in a run.
+CHECKS: list[Callable[[DictConfig], None]] = []
+
+
+def add_check(check: Callable[[DictConfig], None]) -> None:
+    """Register a cross-key check (once); it must return quietly for configs it does not own."""
+    if check not in CHECKS:
+        CHECKS.append(check)
+
+
 def conf_dir() -> Path:
     """The ``conf/`` folder: ``$FLWR_SEMCOM_CONF_DIR`` or the one beside the package."""
     env = os.environ.get("FLWR_SEMCOM_CONF_DIR")
@@ -288,6 +300,8 @@ def validate_config(cfg: DictConfig) -> None:
             continue
         if not rule.check(value):
             raise ConfigError(f"{key}: invalid value {value!r}; expected {rule.valid}")
+    for check in list(CHECKS):
+        check(cfg)
 
 
 @lru_cache(maxsize=8)

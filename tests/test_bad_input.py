@@ -68,15 +68,6 @@ def _slf(overrides: str) -> Callable[[Path], Any]:
     return run
 
 
-def _pretrain(overrides: str) -> Callable[[Path], Any]:
-    def run(_tmp: Path) -> None:
-        from flwr_semcom.paper1.settings import check_pretrain_config
-
-        check_pretrain_config(compose_config("multimodal", overrides))
-
-    return run
-
-
 def _idx(raw: bytes, name: str = "images.idx") -> Callable[[Path], Any]:
     def run(tmp: Path) -> None:
         (tmp / name).write_bytes(raw)
@@ -269,13 +260,13 @@ CATALOGUE: list[Case] = [
     ),
     Case(
         "impossible placement",
-        _pretrain("pretrain.method=decur pretrain.placement=local"),
+        _compose("multimodal", "pretrain.method=decur pretrain.placement=local"),
         ConfigError,
         ("pretrain.placement:", "valid: auto, split, server"),
     ),
     Case(
         "freeze depth beyond the model",
-        _slf("strategy.freeze_layers=[0,9]"),
+        _compose("slf_table1", "strategy.freeze_layers=[0,9]"),
         ConfigError,
         ("strategy.freeze_layers:", "[0, 4]"),
     ),
@@ -546,12 +537,13 @@ def _launch(*args: str) -> subprocess.CompletedProcess[str]:
             "[1, 100000]",
         ),
         (
-            ("--experiment", "slf_table1", "--overrides", "channel.crossover=2"),
-            "error: channel.crossover: invalid value 2; expected a number in [0, 1]",
+            ("--experiment", "slf_table1", "--overrides", "strategy.freeze_layers=[2,9]"),
+            "error: strategy.freeze_layers: freeze_layers (n) must be in [0, 4] for this "
+            "transceiver, got 9",
         ),
         (("--num-gpus", "1"), "error: --num-gpus=1 requested but torch sees no CUDA GPU"),
     ],
-    ids=["steps-per-message", "crossover", "num-gpus"],
+    ids=["steps-per-message", "freeze-depth", "num-gpus"],
 )
 def test_cli_exits_2_with_one_line_and_creates_nothing(
     args: tuple[str, ...], line: str, tmp_path: Path

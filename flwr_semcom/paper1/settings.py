@@ -33,7 +33,15 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from flwr_semcom.config import ConfigError, Rule, add_rules, float_range, int_range, one_of
+from flwr_semcom.config import (
+    ConfigError,
+    Rule,
+    add_check,
+    add_rules,
+    float_range,
+    int_range,
+    one_of,
+)
 
 __all__ = [
     "METHODS",
@@ -211,6 +219,15 @@ def check_pretrain_config(cfg: DictConfig) -> None:
                 f"pretrain.common_fraction: {pre.common_fraction} gives K_sha={common} of "
                 f"D={proj[-1]}; expected 0 < K_sha <= D"
             )
+
+
+def _check_pretrain_group(cfg: DictConfig) -> None:
+    """Run :func:`check_pretrain_config` at composition time when ``pretrain`` is present."""
+    if cfg.get("pretrain") is not None:
+        check_pretrain_config(cfg)
+
+
+add_check(_check_pretrain_group)
 
 
 def encoder_kwargs(cfg: DictConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from flwr_semcom.config import ConfigError, Rule, add_rules, float_range, int_range
+from flwr_semcom.config import ConfigError, Rule, add_check, add_rules, float_range, int_range
 
 __all__ = [
     "CASES",
@@ -227,6 +227,15 @@ def check_slf_config(cfg: DictConfig) -> None:
                 f"strategy.freeze_layers: freeze_layers (n) must be in [0, {top}] for this "
                 f"transceiver, got {n}"
             )
+
+
+def _check_slf_strategy(cfg: DictConfig) -> None:
+    """Run :func:`check_slf_config` at composition time when the SLF strategy is selected."""
+    if OmegaConf.select(cfg, "strategy.name") == "slf":
+        check_slf_config(cfg)
+
+
+add_check(_check_slf_strategy)
 
 
 def project_root(cfg: DictConfig) -> Path:
