@@ -610,7 +610,7 @@ class SplitTraining(Strategy):
 
     # ------------------------------------------------------------------ checkpoints
     def fetch_client_checkpoint(
-        self, grid: Grid, previous: dict[int, Any] | None = None
+        self, grid: Grid, previous: dict[int, Any] | None = None, server_round: int = 0
     ) -> dict[int, Any]:
         """Every client's ``split.<task>.*`` records as plain data, by partition
         (``query.split_checkpoint``; not in the ledger). A client that does not answer keeps
@@ -640,7 +640,10 @@ class SplitTraining(Strategy):
                 out[c.partition_id] = previous[c.partition_id]
             else:
                 reason = next(f.reason for f in failures if self.clients[f.index] == c)
-                msg = f"checkpoint: cannot fetch the state of client {c.describe()}: {reason}"
+                msg = (
+                    f"checkpoint after round {server_round}: cannot fetch the state of client "
+                    f"{c.describe()}: {reason}; run aborted (completed rounds are kept)"
+                )
                 log(ERROR, "reliability: %s", msg)
                 raise ClientFailureError(msg)
         return out

@@ -137,7 +137,7 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
         every = policy.checkpoint_every
         if every and (r % every == 0 or r == strategy.rounds):
             nonlocal clients_state
-            clients_state = strategy.fetch_client_checkpoint(grid, clients_state)
+            clients_state = strategy.fetch_client_checkpoint(grid, clients_state, r)
             state = {
                 "server": strategy.state_dict(),
                 "clients": clients_state,
