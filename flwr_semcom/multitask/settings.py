@@ -4,8 +4,10 @@ Paper 3 (arXiv 2501.02006). Every key of the ``multitask`` group has a rule (reg
 :func:`flwr_semcom.config.add_rules` on import; checked whenever the group is present), and
 :func:`check_multitask_config` adds the checks that span several keys (tasks against the
 data set, loss weights against tasks, bandwidth ratios against the node map size, heads
-against node channels, the channel). Every failure is a one-line
-:class:`~flwr_semcom.config.ConfigError` naming the key and the valid range.
+against node channels, the channel). The cross-key checks are also registered with
+:func:`flwr_semcom.config.add_check`, so ``semcom-run`` rejects a bad combination before any
+Flower process starts. Every failure is a one-line :class:`~flwr_semcom.config.ConfigError`
+naming the key and the valid range.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from flwr_semcom.config import ConfigError, Rule, add_rules, float_range, int_range, one_of
+from flwr_semcom.config import (
+    ConfigError,
+    Rule,
+    add_check,
+    add_rules,
+    float_range,
+    int_range,
+    one_of,
+)
 from flwr_semcom.multitask.system import METHODS, split_symbols, symbols_for_ratio
 from flwr_semcom.multitask.tasks import TASKS
 
@@ -170,3 +180,12 @@ def check_multitask_config(cfg: DictConfig) -> None:
             f"channel.snr_db: the multi-task experiment needs a list of evaluation SNRs in dB, "
             f"e.g. [-2, 14], got {snrs!r}"
         )
+
+
+def _check_when_present(cfg: DictConfig) -> None:
+    """Cross-key checks at composition (before any Flower process) for configs with the group."""
+    if "multitask" in cfg:
+        check_multitask_config(cfg)
+
+
+add_check(_check_when_present)
