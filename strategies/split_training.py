@@ -536,13 +536,13 @@ class SplitTraining(Strategy):
             Message(RecordDict({"config": self._config(0)}), n, QUERY_STATE, group_id="0")
             for n in nodes
         ]
-        replies = exchange(
+        replies = exchange(  # the first message starts the client (imports, data): node_wait
             grid,
             msgs,
             probes,
             action=QUERY_STATE,
             poll_interval=self.poll_interval,
-            timeout=self.timeout,
+            timeout=max(self.timeout, self.node_wait),
         )
         by_partition: dict[int, ClientInfo] = {}
         fingerprints: dict[str, str] = {}
