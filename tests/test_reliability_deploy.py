@@ -2,10 +2,11 @@
 
 A TLS + SuperNode-auth SuperLink and two SuperNodes on 127.0.0.1 (simulations.deploy_local)
 run the split_supervised main job; after round 1 the depth device's SuperNode (and its
-SuperExec) get SIGKILL. With the default ``reliability.on_failure=abort`` the ServerApp waits
-``strategy.timeout`` for the lost reply, logs one line naming node, partition, role, round and
-policy, and the run fails (semcom-run exit 1); round 1 stays in metrics.csv, and after the
-deployment is stopped no process of it is left.
+SuperExec) get SIGKILL. The SuperLink answers for the dead node with an error reply ("Node
+Unavailable", after two missed heartbeats) or, failing that, the ServerApp stops waiting after
+``strategy.timeout``. With the default ``reliability.on_failure=abort`` it logs one line naming
+node, partition, role, round and policy, and the run fails (semcom-run exit 1); round 1 stays
+in metrics.csv, and after the deployment is stopped no process of it is left.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from simulations.launch import descendants
 TINY_SPLIT = (
     "data.num_samples=48 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
     "strategy.batch_size=6 strategy.eval_batch_size=16 strategy.steps_per_message=8 "
-    "strategy.rounds=3 strategy.timeout=30"
+    "strategy.rounds=3 strategy.timeout=120"
 )
 
 
@@ -69,11 +70,13 @@ def test_a_supernode_killed_mid_run_aborts_with_a_clear_line_and_keeps_round_1(
         assert res.returncode == 1 and res.status == "finished:failed", res.output[-3000:]
         lines = [ln for ln in res.output.splitlines() if "reliability: " in ln]
         print("\n".join(lines))  # shown with -rP: the failure line as the operator sees it
+        # The SuperLink notices the missing heartbeats and answers for the dead node with an
+        # error reply ("Node Unavailable"), usually before strategy.timeout; either way one line.
         assert any(
-            "no reply within strategy.timeout=30 s from node" in ln
-            and "(partition 1, depth)" in ln
+            "(partition 1, depth)" in ln
             and "round 2" in ln
-            and "on_failure=abort" in ln
+            and ("Node Unavailable" in ln or "no reply within strategy.timeout=120 s" in ln)
+            and "on_failure=abort: run aborted (completed rounds are kept)" in ln
             for ln in lines
         ), res.output[-3000:]
         assert [r["round"] for r in _rows(out)] == ["1"]
