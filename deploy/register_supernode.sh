@@ -15,11 +15,9 @@
 set -euo pipefail
 
 prog="register_supernode.sh"
-die() {
-  echo "$prog: error: $*" >&2
-  exit 1
-}
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=deploy/_bin.sh
+. "$here/_bin.sh"
 
 superlink=""
 ca=""
@@ -54,8 +52,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[ -n "$superlink" ] || die "--superlink HOST:PORT is required"
-[[ "$superlink" =~ ^.+:[0-9]+$ ]] || die "--superlink must be HOST:PORT, got '$superlink'"
+check_superlink "$superlink"
 if [ "$insecure" -eq 0 ]; then
   [ -n "$ca" ] || die "--ca CA_CERT is required (ca.crt from deploy/gen_certs.sh)"
   [ -r "$ca" ] || die "CA certificate '$ca' missing or unreadable"
@@ -68,8 +65,6 @@ elif [ "$list" -eq 0 ]; then
   [ -r "$pub" ] || die "public key '$pub' missing or unreadable"
 fi
 
-# shellcheck source=deploy/_bin.sh
-. "$here/_bin.sh"
 find_flwr_bin flwr || die "flwr not found; install the project, set SEMCOM_VENV, or put its venv on PATH"
 
 home="$(mktemp -d)"

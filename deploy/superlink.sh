@@ -19,11 +19,9 @@
 set -euo pipefail
 
 prog="superlink.sh"
-die() {
-  echo "$prog: error: $*" >&2
-  exit 1
-}
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=deploy/_bin.sh
+. "$here/_bin.sh"
 
 certs=""
 host="127.0.0.1"
@@ -59,11 +57,8 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] ||
-  die "--port must be a port number in [1, 65535], got '$port'"
+check_port "$port"
 
-# shellcheck source=deploy/_bin.sh
-. "$here/_bin.sh"
 find_flwr_bin flower-superlink ||
   die "flower-superlink not found; install the project, set SEMCOM_VENV, or put its venv on PATH"
 

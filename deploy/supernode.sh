@@ -29,11 +29,9 @@
 set -euo pipefail
 
 prog="supernode.sh"
-die() {
-  echo "$prog: error: $*" >&2
-  exit 1
-}
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=deploy/_bin.sh
+. "$here/_bin.sh"
 
 superlink=""
 ca=""
@@ -77,13 +75,11 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-[ -n "$superlink" ] || die "--superlink HOST:PORT is required"
-[[ "$superlink" =~ ^.+:[0-9]+$ ]] || die "--superlink must be HOST:PORT, got '$superlink'"
+check_superlink "$superlink"
 [[ "$nparts" =~ ^[1-9][0-9]*$ ]] || die "--num-partitions must be an integer >= 1, got '$nparts'"
 [[ "$pid_" =~ ^[0-9]+$ ]] && [ "$pid_" -lt "$nparts" ] ||
   die "--partition-id must be an integer in [0, $((nparts - 1))], got '$pid_'"
-[[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] ||
-  die "--port must be a port number in [1, 65535], got '$port'"
+check_port "$port"
 if [ -n "$poll" ]; then
   python3 -c "import math,sys; v=float(sys.argv[1]); sys.exit(0 if math.isfinite(v) and 0.01 <= v <= 60 else 1)" \
     "$poll" 2>/dev/null || die "--task-poll-interval must be a number of seconds in [0.01, 60], got '$poll'"
@@ -104,8 +100,6 @@ else
   fi
 fi
 
-# shellcheck source=deploy/_bin.sh
-. "$here/_bin.sh"
 find_flwr_bin flower-supernode ||
   die "flower-supernode not found; install the project, set SEMCOM_VENV, or put its venv on PATH"
 
