@@ -81,6 +81,20 @@ def optional(rule: Rule) -> Rule:
     return Rule(lambda v: v is None or rule.check(v), rule.valid + " or null")
 
 
+def if_present(rule: Rule) -> Rule:
+    """``rule`` for a key only some groups have (checked where present, not required)."""
+    return Rule(rule.check, rule.valid, required=False)
+
+
+def int_list(lo: int) -> Rule:
+    """A non-empty list of integers ``>= lo``, checked where present."""
+    return Rule(
+        lambda v: isinstance(v, list) and len(v) >= 1 and all(_is_int(x) and x >= lo for x in v),
+        f"a non-empty list of integers >= {lo}",
+        required=False,
+    )
+
+
 def device_rule() -> Rule:
     def check(v: Any) -> bool:
         if not isinstance(v, str):
@@ -113,11 +127,6 @@ RULES: dict[str, Rule] = {
 }
 
 
-def _opt(rule: Rule) -> Rule:
-    """``rule`` for a key only some groups have (checked where present)."""
-    return Rule(rule.check, rule.valid, required=False)
-
-
 #: Keys of the other groups of ``conf/`` (data, model, strategy, experiment, pretrain.augment)
 #: that no owning module checks. Names are listed here rather than imported so that
 #: validation does not import torch; tests compare them with the registries and ``conf/``.
@@ -129,24 +138,24 @@ RULES.update(
             required=False,
         ),
         "data.name": one_of("mnist_mix", "synthetic_rgbd"),
-        "data.num_samples": _opt(int_range(2, 10_000_000)),
-        "data.image_size": _opt(int_range(8, 512)),
-        "data.label_fraction": _opt(float_range(0.0, 1.0, lo_open=True)),
-        "data.devices_per_modality": _opt(int_range(1, 1024)),
+        "data.num_samples": if_present(int_range(2, 10_000_000)),
+        "data.image_size": if_present(int_range(8, 512)),
+        "data.label_fraction": if_present(float_range(0.0, 1.0, lo_open=True)),
+        "data.devices_per_modality": if_present(int_range(1, 1024)),
         "data.modalities": Rule(
             lambda v: isinstance(v, list) and len(v) > 0 and all(m in ("rgb", "depth") for m in v),
             "a non-empty list of 'rgb' / 'depth'",
             required=False,
         ),
-        "model.encoder": _opt(one_of("resnet18", "small_cnn")),
-        "model.num_symbols": _opt(int_range(1, 65_536)),
-        "model.decoder_hidden": _opt(optional(int_range(1, 65_536))),
-        "model.name": _opt(one_of("vqvae")),
+        "model.encoder": if_present(one_of("resnet18", "small_cnn")),
+        "model.num_symbols": if_present(int_range(1, 65_536)),
+        "model.decoder_hidden": if_present(optional(int_range(1, 65_536))),
+        "model.name": if_present(one_of("vqvae")),
         "strategy.name": one_of("slf", "split"),
-        "experiment.num_nodes": _opt(int_range(1, 10_000)),
-        "experiment.wait": _opt(float_range(0.0, None, lo_open=True)),
+        "experiment.num_nodes": if_present(int_range(1, 10_000)),
+        "experiment.wait": if_present(float_range(0.0, None, lo_open=True)),
         **{
-            f"pretrain.augment.{k}": _opt(float_range(0.0, 1.0))
+            f"pretrain.augment.{k}": if_present(float_range(0.0, 1.0))
             for k in (
                 "flip_p",
                 "jitter_p",
@@ -157,9 +166,9 @@ RULES.update(
                 "depth_noise_p",
             )
         },
-        "pretrain.augment.crop_scale_min": _opt(float_range(0.0, 1.0, lo_open=True)),
-        "pretrain.augment.hue": _opt(float_range(0.0, 0.5)),
-        "pretrain.augment.depth_noise_std": _opt(float_range(0.0, None)),
+        "pretrain.augment.crop_scale_min": if_present(float_range(0.0, 1.0, lo_open=True)),
+        "pretrain.augment.hue": if_present(float_range(0.0, 0.5)),
+        "pretrain.augment.depth_noise_std": if_present(float_range(0.0, None)),
     }
 )
 

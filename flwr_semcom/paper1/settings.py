@@ -39,6 +39,8 @@ from flwr_semcom.config import (
     add_check,
     add_rules,
     float_range,
+    if_present,
+    int_list,
     int_range,
     one_of,
 )
@@ -117,43 +119,27 @@ def resolve_placement(method: str, placement: str) -> str:
     return placement
 
 
-def _num_list(lo: int) -> Rule:
-    return Rule(
-        lambda v: (
-            isinstance(v, list)
-            and len(v) >= 1
-            and all(isinstance(x, int) and not isinstance(x, bool) and x >= lo for x in v)
-        ),
-        f"a non-empty list of integers >= {lo}",
-        required=False,
-    )
-
-
-def _opt(rule: Rule) -> Rule:
-    return Rule(rule.check, rule.valid, required=False)
-
-
 PRETRAIN_RULES: dict[str, Rule] = {
-    "pretrain.method": _opt(one_of(*METHODS)),
-    "pretrain.placement": _opt(one_of(*PLACEMENTS)),
-    "pretrain.rounds": _opt(int_range(0, 100_000)),
-    "pretrain.batch_size": _opt(int_range(2, 1_000_000)),
-    "pretrain.steps_per_message": _opt(int_range(1, 100_000)),
-    "pretrain.lr": _opt(float_range(0.0, 100.0, lo_open=True)),
-    "pretrain.momentum": _opt(
+    "pretrain.method": if_present(one_of(*METHODS)),
+    "pretrain.placement": if_present(one_of(*PLACEMENTS)),
+    "pretrain.rounds": if_present(int_range(0, 100_000)),
+    "pretrain.batch_size": if_present(int_range(2, 1_000_000)),
+    "pretrain.steps_per_message": if_present(int_range(1, 100_000)),
+    "pretrain.lr": if_present(float_range(0.0, 100.0, lo_open=True)),
+    "pretrain.momentum": if_present(
         Rule(
             lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
             "a number in [0, 1)",
         )
     ),
-    "pretrain.weight_decay": _opt(float_range(0.0, 1.0)),
-    "pretrain.projector": _num_list(1),
-    "pretrain.common_fraction": _opt(float_range(0.0, 1.0)),
-    "pretrain.lambda_offdiag": _opt(float_range(0.0, None)),
-    "pretrain.reduction": _opt(one_of("sum", "mean")),
-    "pretrain.temperature": _opt(float_range(0.0, None, lo_open=True)),
+    "pretrain.weight_decay": if_present(float_range(0.0, 1.0)),
+    "pretrain.projector": int_list(1),
+    "pretrain.common_fraction": if_present(float_range(0.0, 1.0)),
+    "pretrain.lambda_offdiag": if_present(float_range(0.0, None)),
+    "pretrain.reduction": if_present(one_of("sum", "mean")),
+    "pretrain.temperature": if_present(float_range(0.0, None, lo_open=True)),
     "model.widths": Rule(
-        lambda v: v is None or _num_list(1).check(v), "null or a list of ints >= 1", False
+        lambda v: v is None or int_list(1).check(v), "null or a list of ints >= 1", False
     ),
     "experiment.methods": Rule(
         lambda v: (
@@ -170,8 +156,8 @@ PRETRAIN_RULES: dict[str, Rule] = {
         "null (= the supervised baseline's final accuracy) or a number in (0, 1]",
         required=False,
     ),
-    "finetune.precise_bn_samples": _opt(int_range(0, 10_000_000)),
-    "finetune.crop_scale_min": _opt(float_range(0.0, 1.0, lo_open=True)),
+    "finetune.precise_bn_samples": if_present(int_range(0, 10_000_000)),
+    "finetune.crop_scale_min": if_present(float_range(0.0, 1.0, lo_open=True)),
     "experiment.fail_on_divergence": Rule(
         lambda v: isinstance(v, bool), "true or false", required=False
     ),

