@@ -24,7 +24,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from flwr_semcom.models import MODELS
-from flwr_semcom.models.utils import check_image_batch, check_positive_int
+from flwr_semcom.models.utils import check_image_batch, check_positive_int, check_widths
 
 __all__ = [
     "ENCODER_NAMES",
@@ -135,11 +135,7 @@ class ConvEncoder(nn.Module):
     ) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
-        widths = tuple(widths)
-        if not widths:
-            raise ValueError("widths must hold at least one positive int, got ()")
-        for w in widths:
-            check_positive_int("widths entries", w)
+        widths = check_widths(widths)
         self.in_channels = in_channels
         self.small_input = bool(small_input)
         self.widths = widths
@@ -233,11 +229,7 @@ class Projector(nn.Module):
     def __init__(self, in_dim: int, widths: Sequence[int]) -> None:
         super().__init__()
         check_positive_int("in_dim", in_dim)
-        widths = tuple(widths)
-        if not widths:
-            raise ValueError("widths must hold at least one positive int, got ()")
-        for w in widths:
-            check_positive_int("widths entries", w)
+        widths = check_widths(widths)
         self.in_dim = in_dim
         self.widths = widths
         self.out_dim = widths[-1]

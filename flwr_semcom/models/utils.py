@@ -8,12 +8,15 @@ unfrozen parameters, so counting trainable parameters and their bytes is part of
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
 __all__ = [
     "check_image_batch",
     "check_positive_int",
+    "check_widths",
     "count_parameters",
     "freeze",
     "parameter_nbytes",
@@ -39,6 +42,23 @@ def check_positive_int(name: str, value: object) -> None:
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int (>= 1), got {value!r}")
+
+
+def check_widths(widths: Iterable[int]) -> tuple[int, ...]:
+    """``widths`` as a tuple, checked to be a non-empty sequence of positive ints.
+
+    Raises
+    ------
+    ValueError
+        ``"widths must hold at least one positive int, got ()"`` when empty, else the
+        :func:`check_positive_int` message for the first bad entry (``"widths entries ..."``).
+    """
+    widths = tuple(widths)
+    if not widths:
+        raise ValueError("widths must hold at least one positive int, got ()")
+    for w in widths:
+        check_positive_int("widths entries", w)
+    return widths
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from flwr_semcom.models.utils import check_image_batch, check_positive_int
+from flwr_semcom.models.utils import check_image_batch, check_positive_int, check_widths
 
 __all__ = ["BlockEncoder"]
 
@@ -50,11 +50,7 @@ class BlockEncoder(nn.Module):
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("blocks_per_stage", blocks_per_stage)
-        widths = tuple(int(w) for w in widths)
-        if not widths:
-            raise ValueError("widths must hold at least one positive int, got ()")
-        for w in widths:
-            check_positive_int("widths entries", w)
+        widths = check_widths(int(w) for w in widths)
         self.in_channels = in_channels
         self.widths = widths
         self.blocks_per_stage = blocks_per_stage
