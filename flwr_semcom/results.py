@@ -44,6 +44,22 @@ def new_run_dir(output_root: str | Path, experiment: str) -> Path:
     raise RuntimeError(f"could not create a new results folder under {base}")
 
 
+def write_csv(
+    path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = ()
+) -> None:
+    """Write ``rows`` as CSV (``columns`` first, then any other key in order of appearance).
+
+    A row without some column leaves its cell empty. Written atomically.
+    """
+    cols = list(columns)
+    for row in rows:
+        cols.extend(k for k in row if k not in cols)
+    with atomic_write(path) as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 class Results:
     """Accumulates metric rows and writes the results folder after every update."""
 
@@ -63,13 +79,7 @@ class Results:
         self.write_metrics()
 
     def write_metrics(self) -> None:
-        columns: list[str] = []
-        for row in self.rows:
-            columns.extend(k for k in row if k not in columns)
-        with atomic_write(self.dir / f"{self.metrics_name}.csv") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(self.rows)
+        write_csv(self.dir / f"{self.metrics_name}.csv", self.rows)
         with atomic_write(self.dir / f"{self.metrics_name}.json") as fh:
             json.dump(self.rows, fh, indent=1)
 

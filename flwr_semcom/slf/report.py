@@ -9,15 +9,13 @@ also carry ``task`` (``reconstruction``/``classification``).
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flwr_semcom.accounting import atomic_write
 from flwr_semcom.results import plot_lines
 
-__all__ = ["PAPER_TABLE1", "TASKS", "plot_fig3", "table1_markdown", "write_csv"]
+__all__ = ["PAPER_TABLE1", "TASKS", "plot_fig3", "table1_markdown"]
 
 TASKS = ("reconstruction", "classification")
 CASE_TITLES = {
@@ -93,19 +91,6 @@ def table1_markdown(rows: Sequence[Mapping[str, Any]], freeze_layers: Sequence[i
         if case_rows:
             out += _case_block(case, case_rows, list(freeze_layers))
     return "\n".join(out)
-
-
-def write_csv(
-    path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = ()
-) -> None:
-    """Write ``rows`` as CSV (``columns`` first, then any other key in order of appearance)."""
-    cols = list(columns)
-    for row in rows:
-        cols.extend(k for k in row if k not in cols)
-    with atomic_write(path) as fh:
-        writer = csv.DictWriter(fh, fieldnames=cols, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _series(

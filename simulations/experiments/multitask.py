@@ -20,7 +20,6 @@ Run: ``semcom-run --experiment multitask`` (or ``flwr run . --run-config
 
 from __future__ import annotations
 
-import csv
 import time
 from logging import INFO
 from typing import Any
@@ -44,7 +43,7 @@ from flwr_semcom.multitask.report import (
 from flwr_semcom.multitask.settings import check_multitask_config, ratio_label, source_dims
 from flwr_semcom.multitask.system import symbols_for_ratio
 from flwr_semcom.multitask.training import build_model, build_tasks
-from flwr_semcom.results import Results, new_run_dir
+from flwr_semcom.results import Results, new_run_dir, write_csv
 from simulations.common import output_root, wait_for_nodes
 from strategies.fedavg_multitask import FedAvgMultitask
 
@@ -54,16 +53,6 @@ __all__ = ["num_nodes", "run"]
 def num_nodes(cfg: DictConfig) -> int:
     """The launcher starts one SuperNode per device."""
     return int(cfg.multitask.num_devices)
-
-
-def _write_csv(path: Any, rows: list[dict[str, Any]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    with atomic_write(path) as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
@@ -127,8 +116,8 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
     final = final_rows(results.rows)
     gain_rows = gains(final, tasks)
     folder = results.dir
-    _write_csv(folder / "final.csv", final)
-    _write_csv(folder / "gains.csv", gain_rows)
+    write_csv(folder / "final.csv", final)
+    write_csv(folder / "gains.csv", gain_rows)
     table = table_markdown(final, tasks)
     gain_table = gains_markdown(gain_rows, tasks)
     with atomic_write(folder / "table.md") as fh:
