@@ -345,3 +345,16 @@ def resolve_device(setting: str) -> str:
             f"device: {setting!r} requested but torch sees no CUDA GPU; valid here: 'auto', 'cpu'"
         )
     return setting
+
+
+def project_root(cfg: DictConfig) -> Path:
+    """The checkout the run belongs to (``paths.project_root``, else the current directory)."""
+    root = cfg.paths.get("project_root")
+    return Path(str(root)).expanduser().resolve() if root else Path.cwd()
+
+
+def output_root(cfg: DictConfig) -> Path:
+    """Absolute folder below which results folders are created (``paths.output_dir``; a
+    relative path is taken from :func:`project_root`)."""
+    out = Path(str(cfg.paths.output_dir)).expanduser()
+    return out if out.is_absolute() else project_root(cfg) / out

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import time
 from logging import INFO
-from pathlib import Path
 
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from omegaconf import DictConfig
 
+from flwr_semcom.config import output_root, project_root
 
-def project_root(cfg: DictConfig) -> Path:
-    """The checkout the run belongs to (``paths.project_root``, else the current directory)."""
-    root = cfg.paths.get("project_root")
-    return Path(root).resolve() if root else Path.cwd()
-
-
-def output_root(cfg: DictConfig) -> Path:
-    """Absolute folder below which results folders are created."""
-    out = Path(str(cfg.paths.output_dir)).expanduser()
-    return out if out.is_absolute() else project_root(cfg) / out
+__all__ = ["output_root", "project_root", "wait_for_nodes"]
 
 
 def wait_for_nodes(grid: Grid, num_nodes: int, timeout: float = 60.0) -> list[int]:

@@ -23,6 +23,7 @@ from functools import lru_cache
 import torch
 from omegaconf import DictConfig
 
+from flwr_semcom.config import project_root
 from flwr_semcom.data import (
     SyntheticRGBD,
     iid_partition,
@@ -50,13 +51,6 @@ def _load(
     return {"image": images, "label": arrays.labels}, arrays.labels
 
 
-def _project_root(cfg: DictConfig) -> str:
-    from pathlib import Path
-
-    root = cfg.paths.get("project_root")
-    return str(Path(str(root)).resolve() if root else Path.cwd())
-
-
 def full_data(cfg: DictConfig, part: str) -> Batch:
     """The whole ``train`` or ``test`` part as tensors."""
     if part not in PARTS:
@@ -64,7 +58,7 @@ def full_data(cfg: DictConfig, part: str) -> Batch:
     m = cfg.multitask
     root = ""
     if str(m.dataset) == "cifar10":
-        root = str(resolve_data_root(cfg.paths.get("data_root"), _project_root(cfg)))
+        root = str(resolve_data_root(cfg.paths.get("data_root"), project_root(cfg)))
     tensors, labels = _load(
         str(m.dataset), int(m.num_samples), int(m.cifar_per_class), root, int(cfg.seed)
     )

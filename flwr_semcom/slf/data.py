@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from omegaconf import DictConfig
 
+from flwr_semcom.config import project_root
 from flwr_semcom.data import (
     ImageDataset,
     MixedSource,
@@ -29,7 +30,7 @@ from flwr_semcom.data import (
     stratified_split,
 )
 from flwr_semcom.data.mixed import CIFAR_LABEL_OFFSET, MIXED_NUM_CLASSES
-from flwr_semcom.slf.settings import SOURCES, project_root
+from flwr_semcom.slf.settings import SOURCES
 
 __all__ = ["DataKey", "classifier_data", "data_key", "node_data", "num_classes"]
 

@@ -24,6 +24,8 @@ from flwr_semcom.config import (
     if_present,
     int_list,
     int_range,
+    output_root,
+    project_root,
 )
 
 __all__ = [
@@ -32,8 +34,6 @@ __all__ = [
     "cache_dir",
     "check_slf_config",
     "max_freeze_layers",
-    "output_root",
-    "project_root",
 ]
 
 #: The two misalignment cases of Table I.
@@ -229,18 +229,6 @@ def _check_slf_strategy(cfg: DictConfig) -> None:
 
 
 add_check(_check_slf_strategy)
-
-
-def project_root(cfg: DictConfig) -> Path:
-    """The checkout the run belongs to (``paths.project_root``, else the current directory)."""
-    root = cfg.paths.get("project_root")
-    return Path(str(root)).expanduser().resolve() if root else Path.cwd()
-
-
-def output_root(cfg: DictConfig) -> Path:
-    """Absolute ``paths.output_dir`` (relative paths are taken from the project root)."""
-    out = Path(str(cfg.paths.output_dir)).expanduser()
-    return out if out.is_absolute() else project_root(cfg) / out
 
 
 def cache_dir(cfg: DictConfig) -> Path:

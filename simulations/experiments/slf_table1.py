@@ -32,11 +32,12 @@ from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
 from flwr_semcom.accounting import CommLedger, atomic_write
+from flwr_semcom.config import output_root
 from flwr_semcom.results import Results, new_run_dir, write_csv
 from flwr_semcom.slf import protocol as P
 from flwr_semcom.slf.recovery import RecoveryModel
 from flwr_semcom.slf.report import TASKS, plot_fig3, table1_markdown
-from flwr_semcom.slf.settings import CASES, check_slf_config, output_root
+from flwr_semcom.slf.settings import CASES, check_slf_config
 from simulations.common import wait_for_nodes
 from strategies.fedavg_alignment import FedAvgAlignment
 from strategies.slf import Link, SLFStrategy, aligned_transmission, request_all
