@@ -92,6 +92,10 @@ def test_resume_after_a_crash_mid_round_equals_an_uninterrupted_run(
     assert ref.keys() == got.keys() and len(ref) > 10
     assert all(torch.equal(ref[k], got[k]) for k in ref)
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no temp files
+    # resuming a finished run trains nothing and leaves its results as they are
+    assert run_inprocess(f"{crashed} reliability.resume={run_dir}")["rounds"] == 3
+    assert metrics_without_time(run_dir) == metrics_without_time(ref_dir)
+    assert (run_dir / "ledger.csv").read_bytes() == (ref_dir / "ledger.csv").read_bytes()
 
 
 def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path: Path) -> None:
