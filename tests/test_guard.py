@@ -7,20 +7,19 @@ receiving side refuses or drops it, names what and where in one line, and leaves
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from _messages import received  # tests/ is on sys.path
 from flwr.app import (
     Array,
     ArrayRecord,
     ConfigRecord,
     Context,
     Message,
-    Metadata,
     MetricRecord,
     RecordDict,
 )
@@ -63,18 +62,7 @@ def warnings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _msg(src: int, content: RecordDict, message_type: str = "train.x") -> Message:
-    meta = Metadata(
-        run_id=1,
-        message_id=f"m{time.monotonic_ns()}",
-        src_node_id=src,
-        dst_node_id=1,
-        reply_to_message_id="x",
-        group_id="1",
-        created_at=time.time(),
-        ttl=600.0,
-        message_type=message_type,
-    )
-    return Message(content=content, metadata=meta)  # type: ignore[call-overload]
+    return received(content, message_type, src=src)
 
 
 def _rec(**arrays: Any) -> ArrayRecord:

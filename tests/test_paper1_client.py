@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+from _messages import received  # tests/ is on sys.path
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from flwr_semcom.config import compose_config
 from flwr_semcom.losses.decur import DeCURLoss
@@ -27,18 +27,7 @@ EXPERIMENT = "multimodal"
 
 
 def _msg(content: RecordDict, message_type: str) -> Message:
-    meta = Metadata(
-        run_id=1,
-        message_id="m1",
-        src_node_id=1,
-        dst_node_id=7,
-        reply_to_message_id="",
-        group_id="",
-        created_at=time.time(),
-        ttl=600.0,
-        message_type=message_type,
-    )
-    return Message(content=content, metadata=meta)  # type: ignore[call-overload]
+    return received(content, message_type, dst=7, message_id="m1", reply_to="", group_id="")
 
 
 def _context(pid: int = 0) -> Context:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
+from _messages import received  # tests/ is on sys.path
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_semcom.accounting import CommLedger
@@ -50,18 +49,7 @@ def _rec(**arrays: np.ndarray) -> ArrayRecord:
 
 
 def _reply(src: int, content: RecordDict) -> Message:
-    meta = Metadata(
-        run_id=1,
-        message_id=f"r{src}",
-        src_node_id=src,
-        dst_node_id=1,
-        reply_to_message_id="x",
-        group_id="1",
-        created_at=time.time(),
-        ttl=600.0,
-        message_type="train.p1_pretrain_local",
-    )
-    return Message(content=content, metadata=meta)  # type: ignore[call-overload]
+    return received(content, "train.p1_pretrain_local", src=src, message_id=f"r{src}")
 
 
 # ---------------------------------------------------------------- settings
