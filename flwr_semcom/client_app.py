@@ -10,7 +10,7 @@ own module, which exposes ``ACTIONS: dict[str, handler]`` mapping a Flower messa
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
@@ -41,13 +41,18 @@ def collect_actions() -> dict[str, Handler]:
     return actions
 
 
-def _register(message_type: str, handler: Handler) -> None:
-    kind, _, action = message_type.partition(".")
-    if kind not in ("train", "evaluate", "query"):
-        raise ValueError(f"message type must start with train/evaluate/query: {message_type!r}")
-    decorator = getattr(app, kind)(action or None)
-    decorator(handler)
+def register_actions(client_app: ClientApp, actions: Mapping[str, Handler]) -> ClientApp:
+    """Register each ``"<kind>.<action>"`` handler of ``actions`` on ``client_app``; return it.
+
+    ``kind`` must be ``train``, ``evaluate`` or ``query`` (else ``ValueError``).
+    """
+    for message_type, handler in actions.items():
+        kind, _, action = message_type.partition(".")
+        if kind not in ("train", "evaluate", "query"):
+            raise ValueError(f"message type must start with train/evaluate/query: {message_type!r}")
+        decorator = getattr(client_app, kind)(action or None)
+        decorator(handler)
+    return client_app
 
 
-for _type, _handler in collect_actions().items():
-    _register(_type, _handler)
+register_actions(app, collect_actions())

@@ -8,9 +8,8 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from flwr_semcom.client_app import Handler, register_actions
 from simulations.server_app import main as server_main
-
-Handler = Callable[[Message, Context], Message]
 
 
 def run_in_simulation(
@@ -30,11 +29,7 @@ def run_in_simulation(
         inner = Context(ctx.run_id, ctx.node_id, ctx.node_config, ctx.state, dict(run_config))
         return call_next(msg, inner)
 
-    client_app = ClientApp(mods=[with_run_config])
-    for message_type, handler in actions.items():
-        kind, _, action = message_type.partition(".")
-        getattr(client_app, kind)(action)(handler)
-
+    client_app = register_actions(ClientApp(mods=[with_run_config]), actions)
     server_app = ServerApp()
 
     @server_app.main()

@@ -14,6 +14,7 @@ import torch
 from flwr.clientapp import ClientApp
 
 from flwr_semcom.accounting import CommLedger
+from flwr_semcom.client_app import register_actions
 from flwr_semcom.config import ConfigError, compose_config, config_from_run_config
 from flwr_semcom.inprocess import InProcessGrid
 from flwr_semcom.slf.client import ACTIONS, MODEL_KEY
@@ -36,11 +37,7 @@ MODEL_PARAMS = 9552 + RECEIVER_PARAMS
 
 
 def _app() -> ClientApp:
-    app = ClientApp()
-    for message_type, handler in ACTIONS.items():
-        kind, _, action = message_type.partition(".")
-        getattr(app, kind)(action)(handler)
-    return app
+    return register_actions(ClientApp(), ACTIONS)
 
 
 @pytest.fixture(scope="module")
