@@ -157,13 +157,30 @@ class _Progress:
     def _fail(self, what: str) -> NonFiniteError:
         return NonFiniteError(self.method, self.stage, self.round, what)
 
-    def _check_uplinks(self, uplinks: Sequence[Mapping[str, torch.Tensor]]) -> None:
+    def _uplink_leaves(
+        self, uplinks: Sequence[Mapping[str, torch.Tensor]]
+    ) -> list[dict[str, torch.Tensor]]:
+        """The uplinks, checked finite, as fresh leaves that will hold ∂L/∂uplink."""
         for c, up in enumerate(uplinks):
             for name, t in up.items():
                 if not bool(torch.isfinite(t).all()):
                     raise self._fail(f"uplink {name!r} from client {c}")
+        return [
+            {k: v.detach().clone().requires_grad_(True) for k, v in up.items()} for up in uplinks
+        ]
 
-    def _record_uplink_grads(self, grads: Sequence[Mapping[str, torch.Tensor]]) -> None:
+    def _check_loss(self, loss: torch.Tensor) -> None:
+        if not math.isfinite(float(loss.detach())):
+            raise self._fail(f"loss ({float(loss.detach())})")
+
+    def _uplink_grads(
+        self, leaves: Sequence[Mapping[str, torch.Tensor]]
+    ) -> list[dict[str, torch.Tensor]]:
+        """∂L/∂uplink of each leaf (zeros where unused), checked finite; records their norm."""
+        grads = [
+            {k: (v.grad if v.grad is not None else torch.zeros_like(v)) for k, v in leaf.items()}
+            for leaf in leaves
+        ]
         total = 0.0
         for c, g in enumerate(grads):
             for name, t in g.items():
@@ -171,6 +188,7 @@ class _Progress:
                     raise self._fail(f"gradient of uplink {name!r} for client {c}")
                 total += float(t.detach().double().pow(2).sum())
         self.uplink_grad_norms.append(math.sqrt(total))
+        return grads
 
 
 @SERVER_TASKS.register(PRETRAIN_SERVER_TASK)
@@ -231,19 +249,11 @@ class DeCURServer(_Progress, ServerTask):
         self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
     ) -> ServerStep:
         """The loss and ∂L/∂uplink (no server weights to update); stops on non-finite values."""
-        self._check_uplinks(uplinks)
-        leaves = [
-            {k: v.detach().clone().requires_grad_(True) for k, v in up.items()} for up in uplinks
-        ]
+        leaves = self._uplink_leaves(uplinks)
         loss, stats = self.loss(leaves, batch)
-        if not math.isfinite(float(loss.detach())):
-            raise self._fail(f"loss ({float(loss.detach())})")
+        self._check_loss(loss)
         loss.backward()
-        grads = [
-            {k: (v.grad if v.grad is not None else torch.zeros_like(v)) for k, v in leaf.items()}
-            for leaf in leaves
-        ]
-        self._record_uplink_grads(grads)
+        grads = self._uplink_grads(leaves)
         return ServerStep(float(loss.detach()), grads, stats)
 
 
@@ -357,14 +367,10 @@ class DecoderServer(_Progress, ServerTask):
         self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
     ) -> ServerStep:
         """One decoder step; stops on a non-finite uplink, loss or gradient."""
-        self._check_uplinks(uplinks)
-        leaves = [
-            {k: v.detach().clone().requires_grad_(True) for k, v in up.items()} for up in uplinks
-        ]
+        leaves = self._uplink_leaves(uplinks)
         self.model.train()
         loss, stats = self.loss(leaves, batch)
-        if not math.isfinite(float(loss.detach())):
-            raise self._fail(f"loss ({float(loss.detach())})")
+        self._check_loss(loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sq = 0.0
@@ -374,10 +380,6 @@ class DecoderServer(_Progress, ServerTask):
         if not math.isfinite(sq):
             raise self._fail("decoder gradient")
         self.grad_norms.append(math.sqrt(sq))
-        grads = [
-            {k: (v.grad if v.grad is not None else torch.zeros_like(v)) for k, v in leaf.items()}
-            for leaf in leaves
-        ]
-        self._record_uplink_grads(grads)
+        grads = self._uplink_grads(leaves)
         self.optimizer.step()
         return ServerStep(float(loss.detach()), grads, stats)
