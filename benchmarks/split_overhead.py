@@ -73,8 +73,8 @@ def simulate(overrides: str) -> dict[str, Any]:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        cfg = compose_config("main", overrides)
-        strategy = SplitTraining(cfg, experiment="main", overrides=overrides)
+        cfg = compose_config("split_supervised", overrides)
+        strategy = SplitTraining(cfg, experiment="split_supervised", overrides=overrides)
         t0 = time.perf_counter()
         strategy.discover(grid)
         out["startup_s"] = t0 - t_launch
@@ -138,7 +138,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     }
     for steps in args.steps:
         ov = overrides_for(args, steps)
-        cfg = compose_config("main", ov)
+        cfg = compose_config("split_supervised", ov)
         ref = run_reference(cfg, rounds=1)
         ref_row = ref.history[-1]
         entry: dict[str, Any] = {
@@ -187,7 +187,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"benchmark": "split_accuracy_vs_steps_per_message", "per_s": {}}
     for steps in args.steps:
         ov = f"strategy.rounds={args.rounds} strategy.steps_per_message={steps} {args.extra}"
-        ref = run_reference(compose_config("main", ov))
+        ref = run_reference(compose_config("split_supervised", ov))
         hist = [
             {k: row[k] for k in ("round", "loss", "train_accuracy", "test_accuracy")}
             for row in ref.history

@@ -159,47 +159,62 @@ def _label_fraction(fraction: float) -> Callable[[Path], Any]:
 def _partition_out_of_range(_tmp: Path) -> None:
     from flwr_semcom.split.rgbd import modality_of
 
-    modality_of(compose_config("main"), 5)
+    modality_of(compose_config("split_supervised"), 5)
 
 
 CATALOGUE: list[Case] = [
     # ---- config values (composed from conf/ with hydra overrides)
-    Case("seed < 0", _compose("main", "seed=-1"), ConfigError, ("seed:", "[0, 2147483647]")),
+    Case(
+        "seed < 0",
+        _compose("split_supervised", "seed=-1"),
+        ConfigError,
+        ("seed:", "[0, 2147483647]"),
+    ),
     Case(
         "snr not finite",
-        _compose("main", "channel.snr_db=nan"),
+        _compose("split_supervised", "channel.snr_db=nan"),
         ConfigError,
         ("channel.snr_db:", "finite number of dB"),
     ),
-    Case("threads 0", _compose("main", "num_threads=0"), ConfigError, ("num_threads:", "[1, 256]")),
-    Case("device name", _compose("main", "device=gpu"), ConfigError, ("device:", "'cuda:N'")),
+    Case(
+        "threads 0",
+        _compose("split_supervised", "num_threads=0"),
+        ConfigError,
+        ("num_threads:", "[1, 256]"),
+    ),
+    Case(
+        "device name",
+        _compose("split_supervised", "device=gpu"),
+        ConfigError,
+        ("device:", "'cuda:N'"),
+    ),
     Case(
         "crossover > 1",
-        _compose("main", "channel=dmc channel.crossover=1.5"),
+        _compose("split_supervised", "channel=dmc channel.crossover=1.5"),
         ConfigError,
         ("channel.crossover:", "[0, 1]"),
     ),
     Case(
         "label fraction 0",
-        _compose("main", "data.label_fraction=0"),
+        _compose("split_supervised", "data.label_fraction=0"),
         ConfigError,
         ("data.label_fraction:", "(0, 1]"),
     ),
     Case(
         "label fraction > 1",
-        _compose("main", "data.label_fraction=1.5"),
+        _compose("split_supervised", "data.label_fraction=1.5"),
         ConfigError,
         ("data.label_fraction:", "(0, 1]"),
     ),
     Case(
         "steps per message 0",
-        _compose("main", "strategy.steps_per_message=0"),
+        _compose("split_supervised", "strategy.steps_per_message=0"),
         ConfigError,
         ("strategy.steps_per_message:", "[1, 100000]"),
     ),
     Case(
         "steps per message < 0",
-        _compose("main", "strategy.steps_per_message=-2"),
+        _compose("split_supervised", "strategy.steps_per_message=-2"),
         ConfigError,
         ("strategy.steps_per_message:", "[1, 100000]"),
     ),
@@ -209,40 +224,45 @@ CATALOGUE: list[Case] = [
         ConfigError,
         ("pretrain.steps_per_message:", "[1, 100000]"),
     ),
-    Case("lr 0", _compose("main", "strategy.lr=0"), ConfigError, ("strategy.lr:", "(0, 100]")),
+    Case(
+        "lr 0",
+        _compose("split_supervised", "strategy.lr=0"),
+        ConfigError,
+        ("strategy.lr:", "(0, 100]"),
+    ),
     Case(
         "momentum 1",
-        _compose("main", "strategy.momentum=1.0"),
+        _compose("split_supervised", "strategy.momentum=1.0"),
         ConfigError,
         ("strategy.momentum:", "[0, 1)"),
     ),
     Case(
         "batch of 1",
-        _compose("main", "strategy.batch_size=1"),
+        _compose("split_supervised", "strategy.batch_size=1"),
         ConfigError,
         ("strategy.batch_size:", "[2, 1000000]"),
     ),
     Case(
         "image size",
-        _compose("main", "data.image_size=4"),
+        _compose("split_supervised", "data.image_size=4"),
         ConfigError,
         ("data.image_size:", "[8, 512]"),
     ),
     Case(
         "unknown modality",
-        _compose("main", "data.modalities=[rgb,lidar]"),
+        _compose("split_supervised", "data.modalities=[rgb,lidar]"),
         ConfigError,
         ("data.modalities:", "'rgb' / 'depth'"),
     ),
     Case(
         "unknown encoder",
-        _compose("main", "model.encoder=vgg16"),
+        _compose("split_supervised", "model.encoder=vgg16"),
         ConfigError,
         ("model.encoder:", "'resnet18', 'small_cnn'"),
     ),
     Case(
         "symbols 0",
-        _compose("main", "model.num_symbols=0"),
+        _compose("split_supervised", "model.num_symbols=0"),
         ConfigError,
         ("model.num_symbols:", "[1, 65536]"),
     ),
@@ -285,13 +305,13 @@ CATALOGUE: list[Case] = [
     # ---- unknown names
     Case(
         "unknown key",
-        _compose("main", "strategy.lr_typo=1"),
+        _compose("split_supervised", "strategy.lr_typo=1"),
         ConfigError,
         ("strategy.lr_typo:", "unknown config key"),
     ),
     Case(
         "unknown group option",
-        _compose("main", "channel=laser"),
+        _compose("split_supervised", "channel=laser"),
         ConfigError,
         ("channel:", "valid names: awgn, dmc, ideal, rayleigh"),
     ),
@@ -299,11 +319,11 @@ CATALOGUE: list[Case] = [
         "unknown experiment",
         _compose("nope", ""),
         ConfigError,
-        ("experiment:", "valid names:", "main"),
+        ("experiment:", "valid names:", "split_supervised"),
     ),
     Case(
         "unknown run-config key",
-        lambda _tmp: config_from_run_config({"experiment": "main", "lr": 0.1}),
+        lambda _tmp: config_from_run_config({"experiment": "split_supervised", "lr": 0.1}),
         ConfigError,
         ("run config:", "valid keys: experiment, overrides"),
     ),
@@ -439,7 +459,9 @@ def _composed() -> list[tuple[str, DictConfig]]:
         for opt in sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")):
             if group == "model" and opt == "vqvae":
                 continue  # covered by slf_table1
-            out.append((f"main {group}={opt}", compose_config("main", f"{group}={opt}")))
+            out.append(
+                (f"main {group}={opt}", compose_config("split_supervised", f"{group}={opt}"))
+            )
     return out
 
 
@@ -496,9 +518,13 @@ def test_split_runtime_refuses_devices_with_mismatched_sample_ids(
 
     monkeypatch.setattr(RGBDClient, "sample_ids", fewer_depth_scenes)
     nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
-    grid = InProcessGrid(client_app, nodes, {"experiment": "main", "overrides": overrides})
+    grid = InProcessGrid(
+        client_app, nodes, {"experiment": "split_supervised", "overrides": overrides}
+    )
     strategy = SplitTraining(
-        compose_config("main", overrides), experiment="main", overrides=overrides
+        compose_config("split_supervised", overrides),
+        experiment="split_supervised",
+        overrides=overrides,
     )
     with pytest.raises(ValueError) as info:
         strategy.discover(grid)

@@ -37,9 +37,11 @@ TIME_COLUMNS = ("round_time_s", "wall_time_s")
 
 
 def run_inprocess(overrides: str, partitions: tuple[int, ...] = (0, 1)) -> dict[str, Any]:
-    cfg = compose_config("main", overrides)
+    cfg = compose_config("split_supervised", overrides)
     nodes = [{"partition-id": i, "num-partitions": 2} for i in partitions]
-    grid = InProcessGrid(client_app, nodes, {"experiment": "main", "overrides": overrides})
+    grid = InProcessGrid(
+        client_app, nodes, {"experiment": "split_supervised", "overrides": overrides}
+    )
     return run(grid, cfg, grid.server_context())
 
 
@@ -66,7 +68,7 @@ def test_resume_after_a_crash_mid_round_equals_an_uninterrupted_run(
     # same-length output paths: the overrides string is in every message (ledger bytes)
     base = f"{TINY} paths.output_dir={tmp_path}/a"
     run_inprocess(base)
-    (ref_dir,) = (tmp_path / "a" / "main").iterdir()
+    (ref_dir,) = (tmp_path / "a" / "split_supervised").iterdir()
 
     crashed = f"{TINY} paths.output_dir={tmp_path}/b"
     original = SplitTraining.aggregate_train
@@ -80,7 +82,7 @@ def test_resume_after_a_crash_mid_round_equals_an_uninterrupted_run(
         m.setattr(SplitTraining, "aggregate_train", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run_inprocess(crashed)
-    (run_dir,) = (tmp_path / "b" / "main").iterdir()
+    (run_dir,) = (tmp_path / "b" / "split_supervised").iterdir()
     assert [r["round"] for r in metrics_without_time(run_dir)] == ["1"]  # round 1 kept
     assert torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)["round"] == 1
 
@@ -103,7 +105,7 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path: P
     for name, seed, order in (("a", 0, (0, 1)), ("b", 0, (1, 0)), ("c", 1, (0, 1))):
         overrides = f"{TINY} strategy.rounds=2 seed={seed} paths.output_dir={tmp_path}/{name}"
         run_inprocess(overrides, order)
-    a, b, c = ((tmp_path / n / "main").iterdir().__next__() for n in "abc")
+    a, b, c = ((tmp_path / n / "split_supervised").iterdir().__next__() for n in "abc")
     assert metrics_without_time(a) == metrics_without_time(b)
     assert (a / "ledger.csv").read_bytes() == (b / "ledger.csv").read_bytes()
     wa, wb = final_weights(a), final_weights(b)
@@ -112,24 +114,26 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path: P
 
 
 def test_checkpoint_of_another_config_is_refused_in_one_line(tmp_path: Path) -> None:
-    cfg = compose_config("main", TINY)
-    Checkpointer(tmp_path, cfg, experiment="main", overrides=TINY).save(1, {"x": torch.ones(2)})
-    other = compose_config("main", f"{TINY} strategy.lr=0.01")
+    cfg = compose_config("split_supervised", TINY)
+    Checkpointer(tmp_path, cfg, experiment="split_supervised", overrides=TINY).save(
+        1, {"x": torch.ones(2)}
+    )
+    other = compose_config("split_supervised", f"{TINY} strategy.lr=0.01")
     with pytest.raises(CheckpointError) as err:
-        Checkpointer(tmp_path, other, experiment="main", overrides="").load()
+        Checkpointer(tmp_path, other, experiment="split_supervised", overrides="").load()
     assert "strategy.lr = 0.05 there, 0.01 here" in str(err.value)
     assert "\n" not in str(err.value)
     # the resume key itself may differ
-    same = compose_config("main", f"{TINY} reliability.resume={tmp_path}")
-    ckpt = Checkpointer(tmp_path, same, experiment="main", overrides="").load()
+    same = compose_config("split_supervised", f"{TINY} reliability.resume={tmp_path}")
+    ckpt = Checkpointer(tmp_path, same, experiment="split_supervised", overrides="").load()
     assert (
         ckpt.round == 1 and ckpt.overrides == TINY and torch.equal(ckpt.state["x"], torch.ones(2))
     )
 
 
 def test_unsafe_or_missing_checkpoint_is_refused(tmp_path: Path) -> None:
-    cfg = compose_config("main", TINY)
-    ck = Checkpointer(tmp_path, cfg, experiment="main", overrides="")
+    cfg = compose_config("split_supervised", TINY)
+    ck = Checkpointer(tmp_path, cfg, experiment="split_supervised", overrides="")
     with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
         ck.load()
     torch.save({"format": 1, "evil": Path("/")}, tmp_path / CHECKPOINT_NAME)  # not plain data
@@ -140,7 +144,7 @@ def test_unsafe_or_missing_checkpoint_is_refused(tmp_path: Path) -> None:
 def test_resume_into_a_model_of_another_shape_is_refused(tmp_path: Path) -> None:
     overrides = f"{TINY} strategy.rounds=1 paths.output_dir={tmp_path}"
     run_inprocess(overrides)
-    (run_dir,) = (tmp_path / "main").iterdir()
+    (run_dir,) = (tmp_path / "split_supervised").iterdir()
     path = run_dir / CHECKPOINT_NAME
     payload = torch.load(path, weights_only=True)
     model = payload["state"]["server"]["model"]

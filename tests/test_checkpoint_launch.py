@@ -81,7 +81,7 @@ def _metrics(folder: Path) -> list[dict[str, str]]:
 
 
 def _checkpoint_round(out: Path) -> int:
-    for path in out.glob("main/*/checkpoint.pt"):
+    for path in out.glob("split_supervised/*/checkpoint.pt"):
         try:
             return int(torch.load(path, weights_only=True)["round"])
         except Exception:  # noqa: BLE001 - being replaced right now; try again
@@ -94,16 +94,21 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     # same-length output paths (the overrides string is counted in the ledger)
     ref_out, out = tmp_path / "a", tmp_path / "b"
     ref = _launch(
-        "--overrides", f"{SMALL} paths.output_dir={ref_out}", "--flwr-home", str(tmp_path / "h1")
+        "--experiment",
+        "split_supervised",
+        "--overrides",
+        f"{SMALL} paths.output_dir={ref_out}",
+        "--flwr-home",
+        str(tmp_path / "h1"),
     )
     assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
-    (ref_dir,) = (ref_out / "main").iterdir()
+    (ref_dir,) = (ref_out / "split_supervised").iterdir()
 
     home = tmp_path / "h2"
     with open(tmp_path / "killed.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "simulations.launch", "--overrides"]
-            + [f"{SMALL} paths.output_dir={out}", "--flwr-home", str(home)],
+            [sys.executable, "-m", "simulations.launch", "--experiment", "split_supervised"]
+            + ["--overrides", f"{SMALL} paths.output_dir={out}", "--flwr-home", str(home)],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -122,7 +127,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     assert 1 <= killed_at < 6
-    (run_dir,) = (out / "main").iterdir()
+    (run_dir,) = (out / "split_supervised").iterdir()
     assert len(_metrics(run_dir)) < 6
 
     res = _launch("--resume", str(run_dir), "--flwr-home", str(tmp_path / "h3"))

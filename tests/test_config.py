@@ -14,16 +14,28 @@ from flwr_semcom.config import (
 
 
 def test_default_composes_and_overrides_apply() -> None:
-    cfg = compose_config("main")
-    assert cfg.experiment.name == "main"
+    cfg = compose_config("split_supervised")
+    assert cfg.experiment.name == "split_supervised"
     assert cfg.channel.name == "awgn"
-    cfg2 = compose_config("main", "channel.snr_db=3.5 seed=7")
+    cfg2 = compose_config("split_supervised", "channel.snr_db=3.5 seed=7")
     assert cfg2.channel.snr_db == 3.5 and cfg2.seed == 7
     assert cfg.channel.snr_db != 3.5  # composing again starts from conf/, not from cfg2
 
 
+def test_main_job_is_the_four_method_comparison_with_few_labels() -> None:
+    """The README's main job (and `flwr run .`'s default run config) is paper 1's comparison."""
+    main, base = compose_config("main"), compose_config("multimodal")
+    assert compose_config().experiment.name == "main"  # the default experiment
+    assert main.experiment.runner == "multimodal"
+    assert list(main.experiment.methods) == ["decur", "simclr", "barlow_twins", "supervised"]
+    assert main.data.label_fraction == 0.1 and main.strategy.lr_schedule == "cosine"
+    # everything main does not set comes from the multimodal experiment
+    assert main.model == base.model and main.finetune == base.finetune
+    assert main.pretrain.augment == base.pretrain.augment
+
+
 def test_group_switch_and_quoted_overrides() -> None:
-    cfg = compose_config("main", "channel=rayleigh 'paths.output_dir=/tmp/a b'")
+    cfg = compose_config("split_supervised", "channel=rayleigh 'paths.output_dir=/tmp/a b'")
     assert cfg.channel.name == "rayleigh" and cfg.channel.csi == "perfect"
     assert cfg.paths.output_dir == "/tmp/a b"
     assert split_overrides("a=1 'b=x y'") == ["a=1", "b=x y"]
@@ -48,7 +60,7 @@ def test_bad_values_fail_in_one_line_naming_key_and_range(
     overrides: str, key: str, valid: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        compose_config("main", overrides)
+        compose_config("split_supervised", overrides)
     msg = str(info.value)
     assert "\n" not in msg
     assert msg.startswith(key + ":"), msg
@@ -61,13 +73,17 @@ def test_unknown_experiment_lists_valid_names() -> None:
 
 
 def test_run_config_only_selects_and_overrides() -> None:
-    cfg = config_from_run_config({"experiment": "main", "overrides": "channel.snr_db=1"})
+    cfg = config_from_run_config(
+        {"experiment": "split_supervised", "overrides": "channel.snr_db=1"}
+    )
     assert cfg.channel.snr_db == 1
     cfg.channel.snr_db = 99  # a copy: the cache is not modified
-    again = config_from_run_config({"experiment": "main", "overrides": "channel.snr_db=1"})
+    again = config_from_run_config(
+        {"experiment": "split_supervised", "overrides": "channel.snr_db=1"}
+    )
     assert again.channel.snr_db == 1
     with pytest.raises(ConfigError, match="run config: unknown key"):
-        config_from_run_config({"experiment": "main", "lr": 0.1})
+        config_from_run_config({"experiment": "split_supervised", "lr": 0.1})
 
 
 def test_device_resolution_cpu_fallback() -> None:

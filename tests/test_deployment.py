@@ -313,7 +313,7 @@ def test_split_supervised_deployment_matches_simulation(
     try:  # the simulation runs while the deployment mostly waits on its polls
         with open(tmp_path / "sim.log", "wb") as log:
             sim = guard.start(
-                [sys.executable, "-m", "simulations.launch", "--experiment", "main"]
+                [sys.executable, "-m", "simulations.launch", "--experiment", "split_supervised"]
                 + ["--overrides", f"{TINY_SPLIT} paths.output_dir={sim_out}"]
                 + ["--flwr-home", str(tmp_path / "sim-home")],
                 cwd=ROOT,
@@ -321,7 +321,7 @@ def test_split_supervised_deployment_matches_simulation(
                 stderr=subprocess.STDOUT,
             )
         res = deployment.run_experiment(
-            "main", f"{TINY_SPLIT} paths.output_dir={dep_out}", timeout=600
+            "split_supervised", f"{TINY_SPLIT} paths.output_dir={dep_out}", timeout=600
         )
         sim_rc = sim.wait(timeout=600)
     finally:
@@ -330,8 +330,8 @@ def test_split_supervised_deployment_matches_simulation(
     assert sim_rc == 0 and "finished:completed" in sim_log, sim_log[-3000:]
     assert res.returncode == 0 and res.status == "finished:completed", res.output[-3000:]
 
-    (sim_dir,) = (sim_out / "main").iterdir()
-    (dep_dir,) = (dep_out / "main").iterdir()
+    (sim_dir,) = (sim_out / "split_supervised").iterdir()
+    (dep_dir,) = (dep_out / "split_supervised").iterdir()
     sim_rows, dep_rows = _rows(sim_dir / "metrics.csv"), _rows(dep_dir / "metrics.csv")
     assert len(sim_rows) == len(dep_rows) == 1
     for s_row, d_row in zip(sim_rows, dep_rows):

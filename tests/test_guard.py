@@ -257,7 +257,7 @@ def test_split_client_refuses_nan_gradients_and_keeps_its_weights() -> None:
     def config(exchange: int) -> ConfigRecord:
         return ConfigRecord(
             {
-                "experiment": "main",
+                "experiment": "split_supervised",
                 "overrides": SPLIT_OVERRIDES,
                 "task": "rgbd_supervised",
                 "stage": "finetune",
@@ -288,7 +288,7 @@ def test_split_server_step_refuses_nan_uplink_before_updating() -> None:
     from flwr_semcom.split.rgbd import RGBDDecoderServer
     from flwr_semcom.split.schedule import BatchPlan
 
-    server = RGBDDecoderServer(compose_config("main", SPLIT_OVERRIDES))
+    server = RGBDDecoderServer(compose_config("split_supervised", SPLIT_OVERRIDES))
     before = {k: v.clone() for k, v in server.model.state_dict().items()}
     batch = BatchPlan(0, torch.arange(4), 0, 0)
     z = [{"z_hat": torch.zeros(4, 8)}, {"z_hat": torch.zeros(4, 8)}]
@@ -347,7 +347,9 @@ def test_run_checkpoint_never_saves_nan_weights(tmp_path: Path) -> None:
     from flwr_semcom.checkpoint import Checkpointer
     from flwr_semcom.config import compose_config
 
-    ckpt = Checkpointer(tmp_path, compose_config("main"), experiment="main", overrides="")
+    ckpt = Checkpointer(
+        tmp_path, compose_config("split_supervised"), experiment="split_supervised", overrides=""
+    )
     good = {"server": {"w": torch.ones(2)}, "rows": [{"loss": NAN}]}  # NaN metrics are data
     ckpt.save(1, good)
     saved = ckpt.path.read_bytes()

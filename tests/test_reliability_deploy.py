@@ -32,11 +32,11 @@ TINY_SPLIT = (
 
 
 def _checkpointed(out: Path) -> bool:
-    return any(out.glob("main/*/checkpoint.pt"))
+    return any(out.glob("split_supervised/*/checkpoint.pt"))
 
 
 def _rows(out: Path) -> list[dict[str, str]]:
-    for path in out.glob("main/*/metrics.csv"):
+    for path in out.glob("split_supervised/*/metrics.csv"):
         with open(path, newline="") as fh:
             return list(csv.DictReader(fh))
     return []
@@ -51,7 +51,9 @@ def test_a_supernode_killed_mid_run_aborts_with_a_clear_line_and_keeps_round_1(
         result: list[RunResult] = []
         runner = threading.Thread(
             target=lambda: result.append(
-                dep.run_experiment("main", f"{TINY_SPLIT} paths.output_dir={out}", timeout=900)
+                dep.run_experiment(
+                    "split_supervised", f"{TINY_SPLIT} paths.output_dir={out}", timeout=900
+                )
             ),
             daemon=True,
         )

@@ -24,8 +24,8 @@ SMALL = (
 
 def _launch(tmp: Path, overrides: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "simulations.launch", "--overrides"]
-        + [f"{SMALL} paths.output_dir={tmp / 'out'} {overrides}"]
+        [sys.executable, "-m", "simulations.launch", "--experiment", "split_supervised"]
+        + ["--overrides", f"{SMALL} paths.output_dir={tmp / 'out'} {overrides}"]
         + ["--flwr-home", str(tmp / "home")],
         cwd=ROOT,
         capture_output=True,
@@ -35,7 +35,7 @@ def _launch(tmp: Path, overrides: str) -> subprocess.CompletedProcess[str]:
 
 
 def _rows(tmp: Path) -> list[dict[str, str]]:
-    (folder,) = (tmp / "out" / "main").iterdir()
+    (folder,) = (tmp / "out" / "split_supervised").iterdir()
     with open(folder / "metrics.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 

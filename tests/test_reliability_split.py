@@ -34,12 +34,12 @@ LEARNING = ("loss", "train_accuracy", "test_loss", "test_accuracy")
 def _run(tmp: Path, extra: str, grid_cls: type[InProcessGrid] = InProcessGrid) -> dict[str, Any]:
     overrides = f"{TINY} paths.output_dir={tmp} {extra}"
     nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
-    grid = grid_cls(client_app, nodes, {"experiment": "main", "overrides": overrides})
-    return run(grid, compose_config("main", overrides), grid.server_context())
+    grid = grid_cls(client_app, nodes, {"experiment": "split_supervised", "overrides": overrides})
+    return run(grid, compose_config("split_supervised", overrides), grid.server_context())
 
 
 def _rows(tmp: Path) -> list[dict[str, str]]:
-    (folder,) = (tmp / "main").iterdir()
+    (folder,) = (tmp / "split_supervised").iterdir()
     with open(folder / "metrics.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 
@@ -188,5 +188,5 @@ def test_skip_before_any_uplink_is_refused(tmp_path: Path) -> None:
 )
 def test_bad_reliability_settings_fail_in_one_line(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        compose_config("main", override)
+        compose_config("split_supervised", override)
     assert message in str(err.value) and "\n" not in str(err.value)

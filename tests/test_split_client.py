@@ -45,7 +45,7 @@ def _message(content: RecordDict, message_type: str) -> Message:
 
 def _config(exchange: int = 0, round_: int = 1, **extra: object) -> ConfigRecord:
     rec = {
-        "experiment": "main",
+        "experiment": "split_supervised",
         "overrides": OVERRIDES,
         "task": TASK,
         "stage": "finetune",

@@ -51,10 +51,14 @@ def _max_diff(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> f
 def _flower_inprocess(
     overrides: str, server_task: ServerTask | None = None, clients: int = 2
 ) -> tuple[SplitTraining, dict[int, dict[str, torch.Tensor]]]:
-    cfg = compose_config("main", overrides)
+    cfg = compose_config("split_supervised", overrides)
     nodes = [{"partition-id": i, "num-partitions": clients} for i in range(clients)]
-    grid = InProcessGrid(client_app, nodes, {"experiment": "main", "overrides": overrides})
-    strategy = SplitTraining(cfg, experiment="main", overrides=overrides, server_task=server_task)
+    grid = InProcessGrid(
+        client_app, nodes, {"experiment": "split_supervised", "overrides": overrides}
+    )
+    strategy = SplitTraining(
+        cfg, experiment="split_supervised", overrides=overrides, server_task=server_task
+    )
     strategy.start(grid)
     return strategy, strategy.fetch_client_states(grid)
 
@@ -65,7 +69,7 @@ def test_inprocess_flower_run_equals_reference(steps: int, schedule: str) -> Non
     with the lr of its own round (the runtime keys it by the round of the pending batch)."""
     overrides = f"{TINY} strategy.steps_per_message={steps} strategy.lr_schedule={schedule}"
     strategy, clients = _flower_inprocess(overrides)
-    ref = run_reference(compose_config("main", overrides))
+    ref = run_reference(compose_config("split_supervised", overrides))
     for p in (0, 1):
         assert _max_diff(clients[p], ref.client_states[p]) <= TOL
     assert _max_diff(server_state(strategy), ref.server_state) <= TOL
@@ -74,7 +78,7 @@ def test_inprocess_flower_run_equals_reference(steps: int, schedule: str) -> Non
         assert ours["test_accuracy"] == pytest.approx(theirs["test_accuracy"], abs=1e-9)
     # something was learnt, and S changes the trajectory
     first = build_client_task(
-        "rgbd_supervised", compose_config("main", overrides), {"partition-id": 0}
+        "rgbd_supervised", compose_config("split_supervised", overrides), {"partition-id": 0}
     )
     assert _max_diff(first.model.state_dict(), ref.client_states[0]) > 1e-3
 
@@ -86,7 +90,7 @@ def test_three_clients_and_a_spare_node() -> None:
     )
     strategy, clients = _flower_inprocess(overrides, clients=4)
     assert [c.role for c in strategy.clients] == ["rgb", "depth", "rgb"]
-    ref = run_reference(compose_config("main", overrides))
+    ref = run_reference(compose_config("split_supervised", overrides))
     for p in (0, 1, 2):
         assert _max_diff(clients[p], ref.client_states[p]) <= TOL
     assert _max_diff(server_state(strategy), ref.server_state) <= TOL
@@ -94,8 +98,10 @@ def test_three_clients_and_a_spare_node() -> None:
 
 
 def test_steps_per_message_changes_the_result_but_replay_and_graph_agree() -> None:
-    s1 = run_reference(compose_config("main", f"{TINY} strategy.steps_per_message=1"), rounds=1)
-    cfg3 = compose_config("main", f"{TINY} strategy.steps_per_message=3")
+    s1 = run_reference(
+        compose_config("split_supervised", f"{TINY} strategy.steps_per_message=1"), rounds=1
+    )
+    cfg3 = compose_config("split_supervised", f"{TINY} strategy.steps_per_message=3")
     s3 = run_reference(cfg3, rounds=1)
     s3_graph = run_reference(cfg3, rounds=1, recompute=False)
     assert _max_diff(s1.client_states[0], s3.client_states[0]) > 1e-4
@@ -111,7 +117,7 @@ def test_reference_with_one_step_per_message_is_joint_end_to_end_training(schedu
     With ``cosine`` every optimizer here gets the round's lr from the hand-written formula.
     """
     cfg = compose_config(
-        "main", f"{TINY} strategy.steps_per_message=1 strategy.lr_schedule={schedule}"
+        "split_supervised", f"{TINY} strategy.steps_per_message=1 strategy.lr_schedule={schedule}"
     )
     ref = run_reference(cfg, rounds=2, evaluate=False)
     server = build_server_task("rgbd_decoder", cfg)
@@ -213,7 +219,7 @@ class _DropoutServer(ServerTask):
 
 def test_a_plugged_in_task_with_dropout_is_reproduced_exactly() -> None:
     overrides = f"{TINY} strategy.steps_per_message=2 strategy.server_task=test_dropout_server"
-    cfg = compose_config("main", overrides)
+    cfg = compose_config("split_supervised", overrides)
     strategy, clients = _flower_inprocess(
         overrides, server_task=build_server_task("test_dropout_server", cfg)
     )
@@ -234,8 +240,8 @@ def _simulate(overrides: str) -> tuple[dict[int, dict[str, torch.Tensor]], dict[
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        cfg = compose_config("main", overrides)
-        strategy = SplitTraining(cfg, experiment="main", overrides=overrides)
+        cfg = compose_config("split_supervised", overrides)
+        strategy = SplitTraining(cfg, experiment="split_supervised", overrides=overrides)
         strategy.start(grid)
         out["clients"] = strategy.fetch_client_states(grid)
         out["server"] = server_state(strategy)
@@ -256,7 +262,7 @@ def _simulate(overrides: str) -> tuple[dict[int, dict[str, torch.Tensor]], dict[
 def test_simulation_engine_run_equals_reference(steps: int) -> None:
     overrides = f"{TINY} strategy.steps_per_message={steps}"
     clients, server = _simulate(overrides)
-    ref = run_reference(compose_config("main", overrides))
+    ref = run_reference(compose_config("split_supervised", overrides))
     for p in (0, 1):
         assert _max_diff(clients[p], ref.client_states[p]) <= TOL
     assert _max_diff(server, ref.server_state) <= TOL
@@ -266,11 +272,12 @@ def test_scheduled_lr_hand_values() -> None:
     from flwr_semcom.split.rgbd import scheduled_lr
 
     cfg = compose_config(
-        "main", "strategy.lr=0.1 strategy.rounds=4 strategy.lr_schedule=cosine strategy.lr_min=0.02"
+        "split_supervised",
+        "strategy.lr=0.1 strategy.rounds=4 strategy.lr_schedule=cosine strategy.lr_min=0.02",
     )
     # lr_min + (lr - lr_min) (1 + cos(pi (r - 1) / 4)) / 2
     expected = [0.1, 0.02 + 0.08 * (1 + 2**-0.5) / 2, 0.06, 0.02 + 0.08 * (1 - 2**-0.5) / 2]
     got = [scheduled_lr(cfg.strategy, r) for r in (1, 2, 3, 4)]
     assert got == pytest.approx(expected, abs=1e-12)
-    constant = compose_config("main", "strategy.lr=0.1 strategy.rounds=4")
+    constant = compose_config("split_supervised", "strategy.lr=0.1 strategy.rounds=4")
     assert [scheduled_lr(constant.strategy, r) for r in (1, 4)] == [0.1, 0.1]

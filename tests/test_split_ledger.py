@@ -30,13 +30,13 @@ NODES = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
 def _grid(
     overrides: str = OVERRIDES, grid_cls: type[InProcessGrid] = InProcessGrid
 ) -> InProcessGrid:
-    return grid_cls(client_app, NODES, {"experiment": "main", "overrides": overrides})
+    return grid_cls(client_app, NODES, {"experiment": "split_supervised", "overrides": overrides})
 
 
 def test_one_round_ledger_equals_a_hand_computation() -> None:
-    cfg = compose_config("main", OVERRIDES)
+    cfg = compose_config("split_supervised", OVERRIDES)
     grid = _grid()
-    strategy = SplitTraining(cfg, experiment="main", overrides=OVERRIDES)
+    strategy = SplitTraining(cfg, experiment="split_supervised", overrides=OVERRIDES)
     strategy.start(grid)
     led = strategy.ledger
     # 40 scenes, 10 balanced classes, test_fraction 0.2 -> 1 test scene per class
@@ -50,7 +50,15 @@ def test_one_round_ledger_equals_a_hand_computation() -> None:
     )
     assert led.total("channel_uses", round=1, stage="finetune") == clients * 30 * k
     assert led.total("bytes", round=1, stage="finetune", kind="gradients") == up_features
-    cfg_bytes = len("main") + len(OVERRIDES) + len("rgbd_supervised") + len("finetune") + 8 + 8 + 1
+    cfg_bytes = (
+        len("split_supervised")
+        + len(OVERRIDES)
+        + len("rgbd_supervised")
+        + len("finetune")
+        + 8
+        + 8
+        + 1
+    )
     plan_bytes = 30 * 8 + 4 * 4 * 8  # sample IDs + (sizes, aug, noise, index) per batch
     assert led.total("bytes", round=1, stage="finetune", kind="control") == clients * (
         3 * cfg_bytes + plan_bytes
@@ -85,9 +93,9 @@ class _FailingServer(RGBDDecoderServer):
 def test_a_client_error_reply_is_logged_with_client_and_action(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cfg = compose_config("main", OVERRIDES)
+    cfg = compose_config("split_supervised", OVERRIDES)
     strategy = SplitTraining(
-        cfg, experiment="main", overrides=OVERRIDES, server_task=_FailingServer(cfg)
+        cfg, experiment="split_supervised", overrides=OVERRIDES, server_task=_FailingServer(cfg)
     )
     with (
         caplog.at_level(logging.ERROR, logger="flwr"),
@@ -125,7 +133,9 @@ class _SilentGrid(InProcessGrid):
 def test_a_missing_reply_times_out_naming_the_client() -> None:
     overrides = f"{OVERRIDES} strategy.timeout=0.2"
     strategy = SplitTraining(
-        compose_config("main", overrides), experiment="main", overrides=overrides
+        compose_config("split_supervised", overrides),
+        experiment="split_supervised",
+        overrides=overrides,
     )
     with pytest.raises(
         TimeoutError,

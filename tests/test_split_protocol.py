@@ -99,7 +99,9 @@ def test_pack_unpack_and_record_sizes() -> None:
     assert all(torch.equal(a["z_hat"], b["z_hat"]) for a, b in zip(out, per_batch))
     with pytest.raises(ValueError, match="5 rows, expected 6"):
         unpack_tensors(rec, [3, 3])
-    cfg = ConfigRecord({"experiment": "main", "overrides": "a=1", "round": 2, "profile": True})
+    cfg = ConfigRecord(
+        {"experiment": "split_supervised", "overrides": "a=1", "round": 2, "profile": True}
+    )
     assert record_nbytes(cfg) == 4 + 3 + 8 + 1
     assert record_nbytes(MetricRecord({"x": 1.0, "y": [1, 2]})) == 24
     assert record_nbytes(ArrayRecord({"h": Array(np.zeros((2, 3), dtype=np.float16))})) == 12
@@ -163,12 +165,12 @@ def test_config_errors_name_the_key_and_the_valid_range() -> None:
         ConfigError,
         match=r"strategy.steps_per_message: invalid value 0; expected an integer in \[1, 100000\]",
     ):
-        compose_config("main", "strategy.steps_per_message=0")
+        compose_config("split_supervised", "strategy.steps_per_message=0")
     with pytest.raises(
         ConfigError, match=r"strategy.momentum: invalid value 1.0; expected a number in \[0, 1\)"
     ):
-        compose_config("main", "strategy.momentum=1.0")
-    cfg = compose_config("main")
+        compose_config("split_supervised", "strategy.momentum=1.0")
+    cfg = compose_config("split_supervised")
     OmegaConf.set_struct(cfg, False)
     del cfg.strategy["batch_size"]
     with pytest.raises(ConfigError, match="strategy.batch_size: missing; expected an integer"):
@@ -176,12 +178,12 @@ def test_config_errors_name_the_key_and_the_valid_range() -> None:
     with pytest.raises(
         ConfigError, match=r"partition-id: 2 out of range; data.modalities gives partitions 0..1"
     ):
-        modality_of(compose_config("main"), 2)
+        modality_of(compose_config("split_supervised"), 2)
     with pytest.raises(ConfigError, match="data.devices_per_modality: 2 is not supported"):
-        modality_of(compose_config("main", "data.devices_per_modality=2"), 0)
+        modality_of(compose_config("split_supervised", "data.devices_per_modality=2"), 0)
     with pytest.raises(ConfigError, match="channel.name: 'dmc' cannot carry analog features"):
-        channel_kwargs(compose_config("main", "channel=dmc"))
-    sweep = compose_config("main")
+        channel_kwargs(compose_config("split_supervised", "channel=dmc"))
+    sweep = compose_config("split_supervised")
     sweep.channel.snr_db = OmegaConf.create([0.0, 10.0])
     with pytest.raises(ConfigError, match="channel.snr_db: .* is a sweep"):
         channel_kwargs(sweep)

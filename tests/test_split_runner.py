@@ -17,11 +17,13 @@ def test_runner_writes_a_complete_results_folder(tmp_path: Path) -> None:
         "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
         f"strategy.batch_size=8 strategy.rounds=2 paths.output_dir={tmp_path}/out"
     )
-    cfg = compose_config("main", overrides)
+    cfg = compose_config("split_supervised", overrides)
     nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
-    grid = InProcessGrid(client_app, nodes, {"experiment": "main", "overrides": overrides})
+    grid = InProcessGrid(
+        client_app, nodes, {"experiment": "split_supervised", "overrides": overrides}
+    )
     summary = run(grid, cfg, grid.server_context())
-    (folder,) = (tmp_path / "out" / "main").iterdir()
+    (folder,) = (tmp_path / "out" / "split_supervised").iterdir()
     for name in (
         "config.yaml",
         "metrics.csv",
