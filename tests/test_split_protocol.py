@@ -102,7 +102,7 @@ def test_pack_unpack_and_record_sizes() -> None:
     cfg = ConfigRecord(
         {"experiment": "split_supervised", "overrides": "a=1", "round": 2, "profile": True}
     )
-    assert record_nbytes(cfg) == 4 + 3 + 8 + 1
+    assert record_nbytes(cfg) == len("split_supervised") + 3 + 8 + 1
     assert record_nbytes(MetricRecord({"x": 1.0, "y": [1, 2]})) == 24
     assert record_nbytes(ArrayRecord({"h": Array(np.zeros((2, 3), dtype=np.float16))})) == 12
 
