@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _procs import processes_with_flwr_home  # tests/ is on sys.path
 
 from simulations.launch import descendants
 
@@ -51,22 +52,6 @@ def test_resume_of_a_folder_without_checkpoint_fails_in_one_line(tmp_path: Path)
 def test_resume_refuses_new_overrides(tmp_path: Path) -> None:
     res = _launch("--resume", str(tmp_path), "--overrides", "strategy.lr=0.1")
     assert res.returncode == 2 and "drop --experiment / --overrides" in res.stderr
-
-
-def _processes_with_env(flwr_home: Path) -> list[int]:
-    needle = f"FLWR_HOME={flwr_home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = (entry / "environ").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def _kill9(pids: list[int]) -> None:
@@ -119,11 +104,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
         while _checkpoint_round(out) < 1 and proc.poll() is None:
             assert time.monotonic() < deadline, "no checkpoint within 600 s"
             time.sleep(0.1)
-        family = [proc.pid, *descendants(proc.pid), *_processes_with_env(home)]
+        family = [proc.pid, *descendants(proc.pid), *processes_with_flwr_home(home)]
         _kill9(family)  # kill -9 the whole run at once
         killed_at = _checkpoint_round(out)
     finally:
-        _kill9([proc.pid, *descendants(proc.pid), *_processes_with_env(home)])
+        _kill9([proc.pid, *descendants(proc.pid), *processes_with_flwr_home(home)])
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     assert 1 <= killed_at < 6
@@ -138,6 +123,6 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert (run_dir / "ledger.csv").read_bytes() == (ref_dir / "ledger.csv").read_bytes()
     time.sleep(1.0)
     for h in ("h1", "h2", "h3"):
-        leftover = _processes_with_env(tmp_path / h)
+        leftover = processes_with_flwr_home(tmp_path / h)
         _kill9(leftover)
         assert leftover == [], h

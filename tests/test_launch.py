@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _procs import processes_with_flwr_home  # tests/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,23 +21,6 @@ def _launch(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str
         text=True,
         timeout=timeout,
     )
-
-
-def _processes_with_flwr_home(flwr_home: Path) -> list[int]:
-    """PIDs of live processes started with FLWR_HOME=flwr_home (i.e. by this test's run)."""
-    found = []
-    needle = f"FLWR_HOME={flwr_home}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = (entry / "environ").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def test_bad_config_fails_before_starting_flower() -> None:
@@ -77,7 +61,7 @@ def test_node_check_runs_under_flwr_run_and_cleans_up(tmp_path: Path) -> None:
     }
     assert 0 < summary["round_trip_s"] < 60
     assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.csv").is_file()
-    assert _processes_with_flwr_home(tmp_path / "flwr-home") == []
+    assert processes_with_flwr_home(tmp_path / "flwr-home") == []
 
 
 @pytest.mark.slow
@@ -94,4 +78,4 @@ def test_failed_run_exits_nonzero_and_cleans_up(tmp_path: Path) -> None:
     )
     assert res.returncode == 1
     assert "finished:failed" in res.stdout
-    assert _processes_with_flwr_home(tmp_path / "flwr-home") == []
+    assert processes_with_flwr_home(tmp_path / "flwr-home") == []
