@@ -1,9 +1,24 @@
-"""Find the processes a test's Flower run left behind (by the run's own FLWR_HOME)."""
+"""Run ``semcom-run`` from a test, and find the processes a run left behind."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_launcher(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m simulations.launch ARGS`` in the checkout; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "simulations.launch", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def processes_with_flwr_home(flwr_home: Path) -> list[int]:

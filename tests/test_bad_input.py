@@ -11,9 +11,8 @@ behind when they fail.
 
 from __future__ import annotations
 
+import functools
 import gzip
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from _procs import run_launcher  # tests/ is on sys.path
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -543,14 +543,7 @@ def test_a_failing_writer_leaves_no_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def _launch(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "simulations.launch", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+_launch = functools.partial(run_launcher, timeout=120)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _procs import processes_with_flwr_home  # tests/ is on sys.path
+from _procs import processes_with_flwr_home, run_launcher  # tests/ is on sys.path
 
 from simulations.launch import descendants
 
@@ -32,14 +33,7 @@ SMALL = (
 )
 
 
-def _launch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "simulations.launch", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+_launch = functools.partial(run_launcher, timeout=600)
 
 
 def test_resume_of_a_folder_without_checkpoint_fails_in_one_line(tmp_path: Path) -> None:

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from _procs import processes_with_flwr_home  # tests/ is on sys.path
+from _procs import processes_with_flwr_home, run_launcher  # tests/ is on sys.path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _launch(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "simulations.launch", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+_launch = functools.partial(run_launcher, timeout=240)
 
 
 def test_bad_config_fails_before_starting_flower() -> None:
