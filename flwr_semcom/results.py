@@ -9,21 +9,27 @@ Layout (documented in docs/results.md)::
         summary.json       the experiment's summary (schema per experiment)
         ledger.csv         every counted transfer (flwr_semcom.accounting)
         ledger.json        ledger rows plus totals per stage and direction
-        *.png              plots
+        *.png, *.pdf       plots: every PNG has a PDF twin (vector, for papers)
 
 A folder is never reused: a second run in the same second gets a ``-1``, ``-2`` suffix. Every
 file is written to a temporary name and renamed, so a killed run leaves complete files only.
+
+JSON is strict (RFC 8259): a NaN or infinite number is written as ``null`` (:func:`strict_json`),
+never as the bare ``NaN`` / ``Infinity`` tokens that Python's ``json`` emits by default and
+strict parsers reject. Finite numbers are written exactly as before.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from flwr_semcom.accounting import CommLedger, atomic_write
@@ -42,6 +48,33 @@ def new_run_dir(output_root: str | Path, experiment: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a new results folder under {base}")
+
+
+def strict_json(obj: Any) -> Any:
+    """Return ``obj`` with every NaN / ±inf float replaced by ``None`` (JSON ``null``).
+
+    Mappings become dicts and tuples/lists/arrays become lists (recursively); numpy scalars
+    become the equal Python number. Finite floats are returned unchanged, so
+    ``json.dumps(strict_json(x))`` writes the same digits as ``json.dumps(x)`` wherever ``x``
+    has no NaN/inf. Other objects are returned as they are.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        return strict_json(obj.item())
+    return obj
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> None:
+    """Write ``strict_json(obj)`` as strict JSON (``allow_nan=False``), atomically."""
+    with atomic_write(path) as fh:
+        json.dump(strict_json(obj), fh, indent=indent, allow_nan=False)
 
 
 def write_csv(
@@ -80,16 +113,77 @@ class Results:
 
     def write_metrics(self) -> None:
         write_csv(self.dir / f"{self.metrics_name}.csv", self.rows)
-        with atomic_write(self.dir / f"{self.metrics_name}.json") as fh:
-            json.dump(self.rows, fh, indent=1)
+        write_json(self.dir / f"{self.metrics_name}.json", self.rows)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        with atomic_write(self.dir / "summary.json") as fh:
-            json.dump(summary, fh, indent=1)
+        write_json(self.dir / "summary.json", summary)
 
     def write_ledger(self, ledger: CommLedger) -> None:
         ledger.write_csv(self.dir / "ledger.csv")
         ledger.write_json(self.dir / "ledger.json")
+
+
+def save_figure(fig: Any, path: str | Path, vector: str = "pdf") -> list[Path]:
+    """Save a matplotlib figure as ``path`` (PNG) and a ``vector`` twin (``pdf`` or ``svg``).
+
+    Both files are written to temporary names and renamed. The vector file carries no creation
+    date, so the same figure gives the same bytes. Returns the two paths written.
+    """
+    if vector not in ("pdf", "svg"):
+        raise ValueError(f"vector: expected 'pdf' or 'svg', got {vector!r}")
+    png = Path(path)
+    if png.suffix.lower() != ".png":
+        raise ValueError(f"path: expected a .png file name, got {png}")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    twin = png.with_suffix(f".{vector}")
+    meta = {"CreationDate": None} if vector == "pdf" else {"Date": None}
+    written = []
+    for target, fmt, md in ((png, "png", None), (twin, vector, meta)):
+        tmp = target.with_name(f".{target.stem}.tmp.{fmt}")
+        fig.savefig(tmp, format=fmt, metadata=md)
+        tmp.replace(target)
+        written.append(target)
+    return written
+
+
+def _figure(figsize: tuple[float, float] = (5.0, 3.6)) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize, dpi=150)
+
+
+def _finish(
+    fig: Any,
+    ax: Any,
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool,
+    target: float | None,
+    target_label: str,
+    legend: bool,
+) -> None:
+    import matplotlib.pyplot as plt
+
+    if target is not None:
+        ax.axhline(target, color="0.3", linestyle="--", linewidth=1.0, label=target_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if legend or target is not None:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
 
 
 def plot_lines(
@@ -100,28 +194,78 @@ def plot_lines(
     ylabel: str,
     title: str = "",
     logx: bool = False,
+    target: float | None = None,
+    target_label: str = "target",
 ) -> None:
-    """Write a line plot (one line per series name) as a PNG, atomically."""
-    import matplotlib
+    """Write a line plot (one line per series name) as ``path`` (PNG) and a PDF twin.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=150)
+    ``target`` draws a dashed horizontal line (e.g. the accuracy target) labelled
+    ``target_label``. Series names are the legend entries: pass display names.
+    """
+    fig, ax = _figure()
     for name, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), marker="o", markersize=3, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if logx:
-        ax.set_xscale("log")
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if series:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    _finish(
+        fig,
+        ax,
+        path,
+        xlabel=xlabel,
+        ylabel=ylabel,
+        title=title,
+        logx=logx,
+        target=target,
+        target_label=target_label,
+        legend=bool(series),
+    )
+
+
+def plot_band(
+    path: str | Path,
+    series: Mapping[str, tuple[Sequence[float], Sequence[Sequence[float]]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    target: float | None = None,
+    target_label: str = "target",
+) -> None:
+    """Plot the mean over seeds with its Student-t 95 % band, as ``path`` (PNG) and a PDF twin.
+
+    ``series[name] = (xs, values)`` where ``values[i]`` holds one value per seed at ``xs[i]``
+    (seeds may be missing at some points). The line is the mean
+    (:func:`flwr_semcom.stats.summarize`); the shaded band is its 95 % interval wherever at
+    least two seeds are present. ``target`` draws a dashed horizontal line.
+    """
+    from flwr_semcom.stats import summarize
+
+    fig, ax = _figure()
+    for name, (xs, values) in series.items():
+        if len(xs) != len(values):
+            raise ValueError(f"series[{name!r}]: {len(xs)} x values but {len(values)} y lists")
+        pts = [(float(x), summarize(v)) for x, v in zip(xs, values) if len(v) > 0]
+        (line,) = ax.plot(
+            [x for x, _ in pts], [s.mean for _, s in pts], marker="o", markersize=3, label=name
+        )
+        band = [(x, s.ci95_low, s.ci95_high) for x, s in pts if s.ci95_low is not None]
+        if band:
+            ax.fill_between(
+                [b[0] for b in band],
+                [b[1] for b in band],
+                [b[2] for b in band],
+                color=line.get_color(),
+                alpha=0.2,
+                linewidth=0,
+            )
+    _finish(
+        fig,
+        ax,
+        path,
+        xlabel=xlabel,
+        ylabel=ylabel,
+        title=title or "mean over seeds, 95 % Student-t band",
+        logx=logx,
+        target=target,
+        target_label=target_label,
+        legend=bool(series),
+    )
