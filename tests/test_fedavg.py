@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _messages import received  # tests/ is on sys.path
-from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -46,7 +46,7 @@ def _ctx(pid: int = 0) -> Context:
     return Context(1, 7 + pid, {"partition-id": pid}, RecordDict(), {})
 
 
-def _msg(kind: str, arrays: ArrayRecord, **config: object) -> RecordDict:
+def _msg(kind: str, arrays: ArrayRecord, **config: float) -> Message:
     return received(
         RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1, **config})}),
         kind,
@@ -58,7 +58,7 @@ def test_train_and_evaluate_replies_follow_flower_fedavg_contract() -> None:
     init = ArrayRecord(_model(_ctx()).state_dict())
     reply = app(_msg("train", init), _ctx())
     assert set(reply.content.array_records) == {"arrays"}
-    state = reply.content["arrays"].to_torch_state_dict()
+    state = reply.content.array_records["arrays"].to_torch_state_dict()
     assert {k: v.shape for k, v in state.items()} == {"weight": (2, 4), "bias": (2,)}
     assert not torch.equal(state["weight"], init.to_torch_state_dict()["weight"])  # it trained
     metrics = reply.content["metrics"]
@@ -91,7 +91,11 @@ def test_same_seed_same_weights_other_seed_other_shuffle() -> None:
 
     def trained(seed: int, pid: int) -> torch.Tensor:
         app = _app(seed=seed)
-        return app(_msg("train", init), _ctx(pid)).content["arrays"].to_torch_state_dict()["weight"]
+        return (
+            app(_msg("train", init), _ctx(pid))
+            .content.array_records["arrays"]
+            .to_torch_state_dict()["weight"]
+        )
 
     assert torch.equal(trained(3, 0), trained(3, 0))
     assert not torch.equal(trained(3, 0), trained(4, 0))
@@ -100,7 +104,11 @@ def test_same_seed_same_weights_other_seed_other_shuffle() -> None:
 def test_config_overrides_lr_and_local_epochs() -> None:
     app = _app()
     init = ArrayRecord(_model(_ctx()).state_dict())
-    frozen = app(_msg("train", init, lr=0.0), _ctx()).content["arrays"].to_torch_state_dict()
+    frozen = (
+        app(_msg("train", init, lr=0.0), _ctx())
+        .content.array_records["arrays"]
+        .to_torch_state_dict()
+    )
     assert torch.equal(frozen["weight"], init.to_torch_state_dict()["weight"])
     one = app(_msg("train", init), _ctx()).content["metrics"]
     two = app(_msg("train", init, **{"local-epochs": 2}), _ctx()).content["metrics"]
