@@ -128,9 +128,9 @@ def add_fedavg_client(
         ``loss_fn(output, y) -> scalar``; default cross-entropy on class logits.
     optimizer_fn
         ``optimizer_fn(params) -> Optimizer``, a fresh optimizer every round; default SGD with
-        lr 0.01. A ``"lr"`` value in the message's config overrides its learning rate.
+        lr 0.01.
     local_epochs
-        Local epochs per round (``"local-epochs"`` in the message's config overrides it).
+        Local epochs per round.
     batch_size
         Minibatch size of training and evaluation.
     seed
@@ -146,20 +146,26 @@ def add_fedavg_client(
 
     Notes
     -----
+    Per-round values travel in the message's ``"config"`` record (as in Flower's FedProx) and
+    override the keyword defaults: ``lr`` (set on every parameter group), ``local-epochs``,
+    ``batch-size``, ``seed``; ``server-round`` is set by ``FedAvg``.
     Reply of ``train``: ``"arrays"`` (the trained weights) and ``"metrics"``
     (``train_loss``, ``num-examples``). Reply of ``evaluate``: ``"metrics"`` (``eval_loss``,
     ``eval_acc`` for class-label targets, ``num-examples``). Model and data are built once per
     (run, node) in this process and cached; every message reloads the weights it carries.
     """
-    _positive_int("local_epochs", local_epochs)
-    _positive_int("batch_size", batch_size)
+    defaults = {
+        "local-epochs": _positive_int("local_epochs", local_epochs),
+        "batch-size": _positive_int("batch_size", batch_size),
+        "seed": seed,
+    }
     criterion: LossFn = loss_fn if loss_fn is not None else nn.functional.cross_entropy
     make_opt: OptimizerFn = (
         optimizer_fn if optimizer_fn is not None else (lambda p: torch.optim.SGD(p, lr=0.01))
     )
     cache: dict[tuple[int, int], tuple[nn.Module, Dataset[Any], Dataset[Any]]] = {}
 
-    def setup(msg: Message, context: Context) -> tuple[nn.Module, Any, ConfigRecord, int]:
+    def setup(msg: Message, context: Context) -> tuple[nn.Module, Any, dict[str, Any]]:
         key = (context.run_id, context.node_id)
         if key not in cache:
             train_set, test_set = data_fn(context)
@@ -167,28 +173,30 @@ def add_fedavg_client(
         model, train_set, test_set = cache[key]
         if "arrays" not in msg.content.array_records:
             raise ValueError("a FedAvg message must carry the global weights as 'arrays'")
-        state = msg.content.array_records["arrays"].to_torch_state_dict()
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
         config = msg.content.config_records.get("config", ConfigRecord())
+        opts: dict[str, Any] = {k: config.get(k, v) for k, v in defaults.items()}
+        for name in ("local-epochs", "batch-size"):
+            _positive_int(name, opts[name])
         rnd = config.get("server-round", 0)
-        rnd_seed = derive_seed(seed, int(rnd), _partition(context))  # type: ignore[arg-type]
-        return model, (train_set, test_set), config, rnd_seed
+        opts["round-seed"] = derive_seed(int(opts["seed"]), int(rnd), _partition(context))  # type: ignore[arg-type]
+        opts["lr"] = config.get("lr")
+        return model, (train_set, test_set), opts
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        model, (train_set, _), config, round_seed = setup(msg, context)
-        epochs = _positive_int("local-epochs", config.get("local-epochs", local_epochs))
+        model, (train_set, _), opts = setup(msg, context)
         optimizer = make_opt(model.parameters())
-        if "lr" in config:
+        if opts["lr"] is not None:
             for group in optimizer.param_groups:
-                group["lr"] = float(config["lr"])  # type: ignore[arg-type]
-        gen = torch.Generator().manual_seed(round_seed)
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=gen)
+                group["lr"] = float(opts["lr"])
+        gen = torch.Generator().manual_seed(opts["round-seed"])
+        loader = DataLoader(train_set, batch_size=opts["batch-size"], shuffle=True, generator=gen)
         total, n = 0.0, 0
         model.train()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(round_seed)
-            for _ in range(epochs):
+            torch.manual_seed(opts["round-seed"])
+            for _ in range(opts["local-epochs"]):
                 for x, y in loader:
                     x, y = x.to(device), y.to(device)
                     loss = criterion(_run_model(model, x, gen), y)
@@ -197,7 +205,7 @@ def add_fedavg_client(
                     optimizer.step()
                     total += float(loss.detach()) * len(y)
                     n += len(y)
-        values = {"train_loss": total / max(n, 1), "num-examples": n // epochs}
+        values = {"train_loss": total / max(n, 1), "num-examples": len(train_set)}
         metrics = MetricRecord(values)  # type: ignore[arg-type]
         content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
         return Message(content, reply_to=msg)
@@ -205,11 +213,11 @@ def add_fedavg_client(
     @app.evaluate()
     @torch.no_grad()
     def evaluate(msg: Message, context: Context) -> Message:
-        model, (_, test_set), _, round_seed = setup(msg, context)
-        gen = torch.Generator().manual_seed(round_seed)
+        model, (_, test_set), opts = setup(msg, context)
+        gen = torch.Generator().manual_seed(opts["round-seed"])
         loss_sum, correct, n = 0.0, 0, 0
         model.eval()
-        for x, y in DataLoader(test_set, batch_size=batch_size):
+        for x, y in DataLoader(test_set, batch_size=opts["batch-size"]):
             x, y = x.to(device), y.to(device)
             out = _run_model(model, x, gen)
             loss_sum += float(criterion(out, y)) * len(y)
