@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from flwr_semcom.accounting import atomic_write  # noqa: E402
+from flwr_semcom.results import save_figure  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -205,8 +206,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     b.set_ylabel("memory (GiB)")
     b.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+    save_figure(fig, path)  # PNG + PDF twin
     plt.close(fig)
 
 
