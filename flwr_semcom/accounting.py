@@ -26,6 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+
+__all__ = ["CommLedger", "Transfer", "atomic_write", "payload_bytes", "record_nbytes"]
 
 DIRECTIONS = ("up", "down")
 STAGES = ("pretrain", "finetune", "align", "eval")
@@ -49,6 +52,39 @@ def payload_bytes(payload: torch.Tensor | np.ndarray | Iterable[Any] | Mapping[s
     if isinstance(payload, Iterable):
         return sum(payload_bytes(v) for v in payload)
     raise TypeError(f"payload must be a tensor, ndarray or collection of them, got {type(payload)}")
+
+
+def _config_value_nbytes(value: object) -> int:
+    if isinstance(value, (list, tuple)):
+        return sum(_config_value_nbytes(v) for v in value)
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, (int, float)):
+        return 8
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, bytes):
+        return len(value)
+    raise TypeError(f"unsupported record value {type(value).__name__}")
+
+
+def record_nbytes(record: Any) -> int:
+    """Payload bytes of a Flower record, as the ledger counts them (the one byte counter).
+
+    ``ArrayRecord``: ``numel × itemsize`` of every array (what :func:`payload_bytes` gives
+    for the same tensors). ``ConfigRecord`` / ``MetricRecord``: 8 bytes per int or float, 1
+    per bool, the UTF-8 length of a string, the length of bytes (lists: the sum). Key names
+    and Flower's framing are not counted (both ends know the schema).
+    """
+    if isinstance(record, ArrayRecord):
+        total = 0
+        for arr in record.values():
+            numel = int(np.prod(arr.shape)) if arr.shape else 1
+            total += numel * np.dtype(arr.dtype).itemsize
+        return total
+    if isinstance(record, (ConfigRecord, MetricRecord)):
+        return sum(_config_value_nbytes(v) for v in record.values())
+    raise TypeError(f"record_nbytes: expected a Flower record, got {type(record).__name__}")
 
 
 @dataclass(frozen=True)

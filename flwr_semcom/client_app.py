@@ -1,10 +1,17 @@
-"""The Flower ClientApp: a thin dispatch of message types to the library's handlers.
+"""The bundled Flower ClientApp: the three papers' handlers on one app.
 
-What an edge box installs and runs. Each algorithm keeps its client-side handlers in its
-own module, which exposes ``ACTIONS: dict[str, handler]`` mapping a Flower message type
-(``"train.<name>"``, ``"evaluate.<name>"`` or ``"query.<name>"``) to
-``handler(msg: Message, context: Context) -> Message``. All client state lives in
+What an edge box installs and runs (``[tool.flwr.app.components] clientapp``). Split learning
+comes from :func:`flwr_semcom.split.add_split_client` with paper 1's task factories
+(:func:`flwr_semcom.paper1.factory.client_task_factories`: each composes the run's config from
+``context.run_config`` once and builds the node's task once per run). The other algorithms
+keep their handlers in their own modules, each exposing ``ACTIONS: dict[str, handler]``
+(message type ``"train.<name>"``, ``"evaluate.<name>"`` or ``"query.<name>"`` →
+``handler(msg: Message, context: Context) -> Message``). All client state lives in
 ``context.state`` (see ../shared/FLOWER_NOTES.md §3): nothing survives in globals.
+
+The app's one mod, :func:`inject_faults`, is the test-only fault injection of
+``reliability.fault`` (docs/reliability.md): it fails a chosen ``train.split_step`` before the
+handler touches ``context.state``.
 """
 
 from __future__ import annotations
@@ -15,22 +22,45 @@ from collections.abc import Callable, Mapping
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from flwr_semcom.config import config_from_run_config
+from flwr_semcom.paper1.factory import client_task_factories
+from flwr_semcom.reliability import maybe_inject
+from flwr_semcom.split import add_split_client
+from flwr_semcom.split.protocol import TRAIN_STEP, MessageSpec
+
+__all__ = [
+    "ACTION_MODULES",
+    "Handler",
+    "app",
+    "collect_actions",
+    "inject_faults",
+    "register_actions",
+]
+
 Handler = Callable[[Message, Context], Message]
 
 #: Modules that contribute client actions (each has an ``ACTIONS`` dict).
 ACTION_MODULES: tuple[str, ...] = (
     "flwr_semcom.node_info",
-    "flwr_semcom.split.client",
     "flwr_semcom.paper1.client",
     "flwr_semcom.slf.client",
     "flwr_semcom.multitask.client",
 )
 
-app = ClientApp()
+
+def inject_faults(msg: Message, context: Context, call_next: Handler) -> Message:
+    """Client mod: raise (or sleep, then raise) when ``reliability.fault`` of the run's config
+    targets this ``train.split_step`` (partition, round, exchange, attempt); else pass on."""
+    if msg.metadata.message_type == TRAIN_STEP and "config" in msg.content:
+        cfg = config_from_run_config(dict(context.run_config))
+        spec = MessageSpec.from_message(msg, TRAIN_STEP)
+        partition = int(context.node_config.get("partition-id", -1))  # type: ignore[arg-type]
+        maybe_inject(cfg, partition, spec.round, spec.exchange, spec.attempt)
+    return call_next(msg, context)
 
 
 def collect_actions() -> dict[str, Handler]:
-    """All registered actions; a duplicate message type is an error."""
+    """All registered actions of :data:`ACTION_MODULES`; a duplicate message type is an error."""
     actions: dict[str, Handler] = {}
     for name in ACTION_MODULES:
         module = importlib.import_module(name)
@@ -55,4 +85,6 @@ def register_actions(client_app: ClientApp, actions: Mapping[str, Handler]) -> C
     return client_app
 
 
+app = ClientApp(mods=[inject_faults])
 register_actions(app, collect_actions())
+add_split_client(app, client_task_factories())

@@ -35,9 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
-
-from flwr_semcom.config import Rule, add_rules, float_range, int_range, one_of, optional
+from flwr_semcom.rules import Rule, add_rules, float_range, int_range, one_of, optional
 
 __all__ = ["POLICIES", "RELIABILITY_RULES", "FailurePolicy", "InjectedFaultError", "maybe_inject"]
 
@@ -67,14 +65,36 @@ class InjectedFaultError(RuntimeError):
 
 @dataclass(frozen=True)
 class FailurePolicy:
-    """The server side of ``reliability``: policy, re-sends, checkpoint period."""
+    """What a strategy does when a client fails: policy, re-sends, checkpoint period.
+
+    Parameters
+    ----------
+    on_failure
+        ``"abort"``, ``"skip"`` or ``"wait"`` (module docstring).
+    retries
+        Re-sends of a failed message under ``wait`` (>= 0).
+    checkpoint_every
+        Checkpoint period in rounds for the runners (0 = never).
+    """
 
     on_failure: str = "abort"
     retries: int = 0
     checkpoint_every: int = 1
 
+    def __post_init__(self) -> None:
+        if self.on_failure not in POLICIES:
+            raise ValueError(
+                f"on_failure: {self.on_failure!r} unknown; valid: {', '.join(POLICIES)}"
+            )
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries: {self.retries!r} invalid; expected an integer >= 0")
+        every = self.checkpoint_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"checkpoint_every: {every!r} invalid; expected an integer >= 0")
+
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> FailurePolicy:
+    def from_config(cls, cfg: Any) -> FailurePolicy:
+        """The policy of a composed config's ``reliability`` group (defaults if absent)."""
         rel: Any = cfg.get("reliability")
         if rel is None:
             return cls()
@@ -85,9 +105,7 @@ class FailurePolicy:
         )
 
 
-def maybe_inject(
-    cfg: DictConfig, partition_id: int, round_: int, exchange: int, attempt: int
-) -> None:
+def maybe_inject(cfg: Any, partition_id: int, round_: int, exchange: int, attempt: int) -> None:
     """Raise (or sleep, then raise) when ``reliability.fault`` targets this message.
 
     Called by the client handler before it touches ``context.state``, so a failed attempt

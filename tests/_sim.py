@@ -8,8 +8,30 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from flwr_semcom.client_app import Handler, register_actions
+from flwr_semcom.client_app import Handler, collect_actions, inject_faults, register_actions
+from flwr_semcom.paper1.factory import client_task_factories
+from flwr_semcom.split import add_split_client
 from simulations.server_app import main as server_main
+
+RunConfig = Mapping[str, bool | float | int | str]
+
+
+def run_config_mod(run_config: RunConfig) -> Callable[..., Message]:
+    """A client mod handing ``run_config`` to the handlers: ``run_simulation`` passes an empty
+    run config (FLOWER_NOTES §2.7) and a ClientApp may not mutate ``context.run_config``."""
+
+    def with_run_config(msg: Message, ctx: Context, call_next: Callable[..., Message]) -> Message:
+        inner = Context(ctx.run_id, ctx.node_id, ctx.node_config, ctx.state, dict(run_config))
+        return call_next(msg, inner)
+
+    return with_run_config
+
+
+def bundled_client_app(run_config: RunConfig) -> ClientApp:
+    """The bundled ClientApp (flwr_semcom/client_app.py) seeing ``run_config``."""
+    app = ClientApp(mods=[run_config_mod(run_config), inject_faults])
+    register_actions(app, collect_actions())
+    return add_split_client(app, client_task_factories())
 
 
 def run_in_simulation(
@@ -25,11 +47,7 @@ def run_in_simulation(
     from flwr.simulation import run_simulation
 
     # run_simulation passes an empty run config (FLOWER_NOTES §2.7): hand ours to both sides
-    def with_run_config(msg: Message, ctx: Context, call_next: Callable[..., Message]) -> Message:
-        inner = Context(ctx.run_id, ctx.node_id, ctx.node_config, ctx.state, dict(run_config))
-        return call_next(msg, inner)
-
-    client_app = register_actions(ClientApp(mods=[with_run_config]), actions)
+    client_app = register_actions(ClientApp(mods=[run_config_mod(run_config)]), actions)
     server_app = ServerApp()
 
     @server_app.main()

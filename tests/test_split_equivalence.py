@@ -16,23 +16,26 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from _sim import bundled_client_app  # tests/ is on sys.path
+from flwr.app import Context
+from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
 from torch import nn
 
 from flwr_semcom.client_app import app as client_app
 from flwr_semcom.config import compose_config
 from flwr_semcom.inprocess import InProcessGrid
+from flwr_semcom.paper1.rgbd import scheduled_lr
+from flwr_semcom.paper1.stage2 import SUPERVISED_CLIENT_TASK, supervised_device, supervised_server
 from flwr_semcom.split import (
-    CLIENT_TASKS,
-    SERVER_TASKS,
     BatchPlan,
     ClientTask,
     ServerTask,
-    build_client_task,
-    build_server_task,
+    add_split_client,
     derive_seed,
+    split_kwargs,
 )
-from flwr_semcom.split.reference import run_reference
+from flwr_semcom.split.reference import ReferenceResult, run_reference
 from flwr_semcom.split.schedule import client_plans, train_batches
 from strategies.split_training import SplitTraining, server_state
 
@@ -48,17 +51,45 @@ def _max_diff(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> f
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
+def _strategy(
+    cfg: DictConfig, server: ServerTask | None = None, client_task: str = SUPERVISED_CLIENT_TASK
+) -> SplitTraining:
+    return SplitTraining(
+        server or supervised_server(cfg), client_task=client_task, **split_kwargs(cfg)
+    )
+
+
+def _reference(
+    cfg: DictConfig,
+    server: ServerTask | None = None,
+    clients: Sequence[ClientTask] | None = None,
+    **kwargs: Any,
+) -> ReferenceResult:
+    """The in-process reference with the schedule of ``cfg`` (typed arguments)."""
+    server = server or supervised_server(cfg)
+    if clients is None:
+        clients = [supervised_device(cfg, i) for i in range(server.num_clients)]
+    k = split_kwargs(cfg)
+    schedule = {
+        key: k[key]
+        for key in ("rounds", "batch_size", "steps_per_message", "eval_batch_size", "seed")
+    }
+    schedule.update(drop_last=k["drop_last"], device=k["device"])
+    schedule.update(kwargs)
+    return run_reference(server, clients, **schedule)
+
+
 def _flower_inprocess(
-    overrides: str, server_task: ServerTask | None = None, clients: int = 2
+    overrides: str,
+    server_task: ServerTask | None = None,
+    clients: int = 2,
+    app: ClientApp = client_app,
+    client_task: str = SUPERVISED_CLIENT_TASK,
 ) -> tuple[SplitTraining, dict[int, dict[str, torch.Tensor]]]:
     cfg = compose_config("split_supervised", overrides)
     nodes = [{"partition-id": i, "num-partitions": clients} for i in range(clients)]
-    grid = InProcessGrid(
-        client_app, nodes, {"experiment": "split_supervised", "overrides": overrides}
-    )
-    strategy = SplitTraining(
-        cfg, experiment="split_supervised", overrides=overrides, server_task=server_task
-    )
+    grid = InProcessGrid(app, nodes, {"experiment": "split_supervised", "overrides": overrides})
+    strategy = _strategy(cfg, server_task, client_task)
     strategy.start(grid)
     return strategy, strategy.fetch_client_states(grid)
 
@@ -69,7 +100,7 @@ def test_inprocess_flower_run_equals_reference(steps: int, schedule: str) -> Non
     with the lr of its own round (the runtime keys it by the round of the pending batch)."""
     overrides = f"{TINY} strategy.steps_per_message={steps} strategy.lr_schedule={schedule}"
     strategy, clients = _flower_inprocess(overrides)
-    ref = run_reference(compose_config("split_supervised", overrides))
+    ref = _reference(compose_config("split_supervised", overrides))
     for p in (0, 1):
         assert _max_diff(clients[p], ref.client_states[p]) <= TOL
     assert _max_diff(server_state(strategy), ref.server_state) <= TOL
@@ -77,9 +108,7 @@ def test_inprocess_flower_run_equals_reference(steps: int, schedule: str) -> Non
         assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-6)
         assert ours["test_accuracy"] == pytest.approx(theirs["test_accuracy"], abs=1e-9)
     # something was learnt, and S changes the trajectory
-    first = build_client_task(
-        "rgbd_supervised", compose_config("split_supervised", overrides), {"partition-id": 0}
-    )
+    first = supervised_device(compose_config("split_supervised", overrides), 0)
     assert _max_diff(first.model.state_dict(), ref.client_states[0]) > 1e-3
 
 
@@ -90,7 +119,7 @@ def test_three_clients_and_a_spare_node() -> None:
     )
     strategy, clients = _flower_inprocess(overrides, clients=4)
     assert [c.role for c in strategy.clients] == ["rgb", "depth", "rgb"]
-    ref = run_reference(compose_config("split_supervised", overrides))
+    ref = _reference(compose_config("split_supervised", overrides))
     for p in (0, 1, 2):
         assert _max_diff(clients[p], ref.client_states[p]) <= TOL
     assert _max_diff(server_state(strategy), ref.server_state) <= TOL
@@ -98,12 +127,12 @@ def test_three_clients_and_a_spare_node() -> None:
 
 
 def test_steps_per_message_changes_the_result_but_replay_and_graph_agree() -> None:
-    s1 = run_reference(
+    s1 = _reference(
         compose_config("split_supervised", f"{TINY} strategy.steps_per_message=1"), rounds=1
     )
     cfg3 = compose_config("split_supervised", f"{TINY} strategy.steps_per_message=3")
-    s3 = run_reference(cfg3, rounds=1)
-    s3_graph = run_reference(cfg3, rounds=1, recompute=False)
+    s3 = _reference(cfg3, rounds=1)
+    s3_graph = _reference(cfg3, rounds=1, recompute=False)
     assert _max_diff(s1.client_states[0], s3.client_states[0]) > 1e-4
     for p in (0, 1):
         assert _max_diff(s3.client_states[p], s3_graph.client_states[p]) <= TOL
@@ -119,9 +148,9 @@ def test_reference_with_one_step_per_message_is_joint_end_to_end_training(schedu
     cfg = compose_config(
         "split_supervised", f"{TINY} strategy.steps_per_message=1 strategy.lr_schedule={schedule}"
     )
-    ref = run_reference(cfg, rounds=2, evaluate=False)
-    server = build_server_task("rgbd_decoder", cfg)
-    clients = [build_client_task("rgbd_supervised", cfg, {"partition-id": i}) for i in range(2)]
+    ref = _reference(cfg, rounds=2, evaluate=False)
+    server = supervised_server(cfg)
+    clients = [supervised_device(cfg, i) for i in range(2)]
     opts = [c.make_optimizer(c.model.parameters()) for c in clients]
     seed = int(cfg.seed)
     lr0 = float(cfg.strategy.lr)
@@ -167,14 +196,11 @@ class _DropoutNet(nn.Module):
         return {"z_hat": z + 0.1 * torch.randn(z.shape, generator=generator)}
 
 
-@CLIENT_TASKS.register("test_dropout")
 class _DropoutClient(ClientTask):
-    def __init__(self, cfg: DictConfig, node_config: Mapping[str, Any]) -> None:
-        pid = int(node_config["partition-id"])
+    def __init__(self, pid: int, k: int) -> None:
         self.role = f"vec{pid}"
-        self.cfg = cfg
         torch.manual_seed(100 + pid)
-        self.model = _DropoutNet(int(cfg.model.num_symbols))
+        self.model = _DropoutNet(k)
         self.data = torch.randn(60, 5, generator=torch.Generator().manual_seed(pid))
 
     def inputs(self, batch: BatchPlan, train: bool) -> tuple[torch.Tensor, ...]:
@@ -189,18 +215,13 @@ class _DropoutClient(ClientTask):
         return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-3)
 
 
-@SERVER_TASKS.register("test_dropout_server")
 class _DropoutServer(ServerTask):
-    client_task = "test_dropout"
-
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, k: int) -> None:
         self.num_clients = 2
         self.labels = torch.randint(0, 3, (60,), generator=torch.Generator().manual_seed(9))
         self.train_ids, self.test_ids = torch.arange(40), torch.arange(40, 60)
         torch.manual_seed(7)
-        self.model = nn.Sequential(
-            nn.Linear(4 * int(cfg.model.num_symbols), 8), nn.Dropout(0.2), nn.Linear(8, 3)
-        )
+        self.model = nn.Sequential(nn.Linear(4 * k, 8), nn.Dropout(0.2), nn.Linear(8, 3))
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.5)
 
     def loss(
@@ -217,13 +238,26 @@ class _DropoutServer(ServerTask):
         }
 
 
+def _dropout_factory(context: Context, params: Mapping[str, Any]) -> ClientTask:
+    return _DropoutClient(int(context.node_config["partition-id"]), int(params["k"]))
+
+
 def test_a_plugged_in_task_with_dropout_is_reproduced_exactly() -> None:
-    overrides = f"{TINY} strategy.steps_per_message=2 strategy.server_task=test_dropout_server"
+    """A user's own task pair on a user's own ClientApp (add_split_client), with a typed
+    task parameter ``k`` sent in every message."""
+    overrides = f"{TINY} strategy.steps_per_message=2"
     cfg = compose_config("split_supervised", overrides)
-    strategy, clients = _flower_inprocess(
-        overrides, server_task=build_server_task("test_dropout_server", cfg)
+    app = add_split_client(ClientApp(), {"test_dropout": _dropout_factory})
+    nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
+    grid = InProcessGrid(app, nodes)
+    strategy = SplitTraining(
+        _DropoutServer(4), client_task="test_dropout", task_params={"k": 4}, **split_kwargs(cfg)
     )
-    ref = run_reference(cfg, recompute=False)
+    strategy.start(grid)
+    clients = strategy.fetch_client_states(grid)
+    ref = _reference(
+        cfg, _DropoutServer(4), [_DropoutClient(i, 4) for i in range(2)], recompute=False
+    )
     for p in (0, 1):
         assert _max_diff(clients[p], ref.client_states[p]) <= TOL
     assert _max_diff(server_state(strategy), ref.server_state) <= TOL
@@ -231,7 +265,6 @@ def test_a_plugged_in_task_with_dropout_is_reproduced_exactly() -> None:
 
 # --------------------------------------------------------------------------- simulation engine
 def _simulate(overrides: str) -> tuple[dict[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-    from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
@@ -240,15 +273,14 @@ def _simulate(overrides: str) -> tuple[dict[int, dict[str, torch.Tensor]], dict[
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        cfg = compose_config("split_supervised", overrides)
-        strategy = SplitTraining(cfg, experiment="split_supervised", overrides=overrides)
+        strategy = _strategy(compose_config("split_supervised", overrides))
         strategy.start(grid)
         out["clients"] = strategy.fetch_client_states(grid)
         out["server"] = server_state(strategy)
 
     run_simulation(
         server_app=server_app,
-        client_app=client_app,
+        client_app=bundled_client_app({"experiment": "split_supervised", "overrides": overrides}),
         num_supernodes=2,
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
     )
@@ -262,15 +294,13 @@ def _simulate(overrides: str) -> tuple[dict[int, dict[str, torch.Tensor]], dict[
 def test_simulation_engine_run_equals_reference(steps: int) -> None:
     overrides = f"{TINY} strategy.steps_per_message={steps}"
     clients, server = _simulate(overrides)
-    ref = run_reference(compose_config("split_supervised", overrides))
+    ref = _reference(compose_config("split_supervised", overrides))
     for p in (0, 1):
         assert _max_diff(clients[p], ref.client_states[p]) <= TOL
     assert _max_diff(server, ref.server_state) <= TOL
 
 
 def test_scheduled_lr_hand_values() -> None:
-    from flwr_semcom.split.rgbd import scheduled_lr
-
     cfg = compose_config(
         "split_supervised",
         "strategy.lr=0.1 strategy.rounds=4 strategy.lr_schedule=cosine strategy.lr_min=0.02",

@@ -1,5 +1,16 @@
-"""Client side of the split-learning exchange: ``train.split_step``, ``evaluate.split_forward``,
-``query.split_state`` (registered in the ClientApp through :data:`ACTIONS`).
+"""Client side of the split-learning exchange: the handlers :func:`add_split_client` registers
+on a ClientApp (``train.split_step``, ``evaluate.split_forward``, ``query.split_state``,
+``query.split_checkpoint``, ``train.split_restore``, ``train.split_set_model``).
+
+Usage (your own ClientApp)::
+
+    app = ClientApp()
+    add_split_client(app, {"my_device": lambda context, params: DeviceTask(...)})
+
+A message names its task (``config["task"]``); the handler builds that task with its factory
+``factory(context, params)`` (:data:`~flwr_semcom.split.tasks.TaskFactory`; ``params`` = the
+task parameters of the message) once per run, node and parameters, and caches it in the
+process.
 
 Paper 1 (Zhao et al., arXiv 2503.13940), Sec. III-B: devices send noisy features and apply the
 gradients the server returns. An autograd graph cannot survive between Flower messages (a
@@ -15,97 +26,59 @@ deployment SuperNode starts a fresh process per message, ../shared/FLOWER_NOTES.
 The recompute runs through ``torch.func.functional_call`` on copies of the weights and
 buffers, so batch-norm running statistics are updated exactly once per batch (by phase 2),
 and the copies of the buffers replay the values the original forward saw.
-Weights, optimizer state and the pending plan live in ``context.state`` only; the composed
-config and the built task objects are cached per process (they hold no node state: every
-message reloads its node's weights before use).
+Weights, optimizer state and the pending plan live in ``context.state`` only; the built task
+objects are cached per process (they hold no node state: every message reloads its node's
+weights before use).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import torch
 from flwr.app import (
-    Array,
-    ArrayRecord,
     ConfigRecord,
     Context,
     Message,
     MetricRecord,
     RecordDict,
 )
-from omegaconf import DictConfig
-from torch import nn
+from flwr.clientapp import ClientApp
 
-from flwr_semcom.config import ConfigError, config_from_run_config, resolve_device
 from flwr_semcom.data.partition import ids_fingerprint
 from flwr_semcom.guard import check_finite
-from flwr_semcom.reliability import maybe_inject
+from flwr_semcom.split.compute import apply_gradients, buffers_record, forward_batches
 from flwr_semcom.split.protocol import (
     EVAL_FORWARD,
     QUERY_CHECKPOINT,
     QUERY_STATE,
     RESTORE_STATE,
+    SET_MODEL,
     TRAIN_STEP,
+    MessageSpec,
     decode_plan,
     pack_tensors,
     to_tensor,
     unpack_tensors,
 )
-from flwr_semcom.split.schedule import BatchPlan
-from flwr_semcom.split.state import load_module, load_optimizer, module_record, optimizer_records
-from flwr_semcom.split.tasks import ClientTask, build_client_task
+from flwr_semcom.split.state import (
+    load_module,
+    load_optimizer,
+    module_record,
+    optimizer_records,
+    set_task_model,
+    state_key,
+)
+from flwr_semcom.split.tasks import ClientTask, TaskFactory
 
-__all__ = [
-    "ACTIONS",
-    "MessageSpec",
-    "apply_gradients",
-    "forward_batches",
-    "split_checkpoint",
-    "split_forward",
-    "split_restore",
-    "split_state",
-    "split_step",
-]
+__all__ = ["Handler", "add_split_client", "split_actions"]
 
-
-@dataclass(frozen=True)
-class MessageSpec:
-    """The ``"config"`` record of a split message."""
-
-    experiment: str
-    overrides: str
-    task: str
-    stage: str
-    round: int
-    exchange: int
-    profile: bool
-    weights: bool
-    attempt: int = 0
-
-    @classmethod
-    def from_message(cls, msg: Message, action: str) -> MessageSpec:
-        if "config" not in msg.content:
-            raise ValueError(f"{action}: the message has no 'config' record")
-        rec = msg.content["config"]
-        for key in ("experiment", "overrides", "task"):
-            if not isinstance(rec.get(key), str):
-                raise ValueError(f"{action}: config record needs a string {key!r}")
-        return cls(
-            experiment=str(rec["experiment"]),
-            overrides=str(rec["overrides"]),
-            task=str(rec["task"]),
-            stage=str(rec.get("stage", "")),
-            round=int(rec.get("round", 0)),  # type: ignore[arg-type]
-            exchange=int(rec.get("exchange", 0)),  # type: ignore[arg-type]
-            profile=bool(rec.get("profile", False)),
-            weights=bool(rec.get("weights", False)),
-            attempt=int(rec.get("attempt", 0)),  # type: ignore[arg-type]
-        )
+Handler = Callable[[Message, Context], Message]
+_CACHE_SIZE = 32
 
 
 @dataclass
@@ -115,92 +88,42 @@ class _Built:
     device: torch.device
 
 
-@lru_cache(maxsize=16)
-def _build(experiment: str, overrides: str, task: str, node_items: tuple[Any, ...]) -> _Built:
-    cfg = config_from_run_config({"experiment": experiment, "overrides": overrides})
-    device = torch.device(resolve_device(str(cfg.device)))
-    built = build_client_task(task, cfg, dict(node_items))
-    built.model.to(device)
-    init = {k: v.detach().clone() for k, v in built.model.state_dict().items()}
-    return _Built(built, init, device)
+_cache: OrderedDict[tuple[Any, ...], _Built] = OrderedDict()
 
 
-def _setup(spec: MessageSpec, context: Context) -> tuple[DictConfig, _Built]:
-    cfg = config_from_run_config({"experiment": spec.experiment, "overrides": spec.overrides})
-    torch.set_num_threads(int(cfg.num_threads))
-    items = tuple(sorted(context.node_config.items()))
-    return cfg, _build(spec.experiment, spec.overrides, spec.task, items)
+def _items(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((str(k), v) for k, v in mapping.items()))
+
+
+def _build(factory: TaskFactory, spec: MessageSpec, context: Context) -> _Built:
+    """The task of ``spec`` on this node: built once per (run, node, task, params), cached."""
+    key = (
+        factory,
+        context.run_id,
+        context.node_id,
+        _items(context.node_config),
+        _items(context.run_config),
+        spec.task,
+        spec.params_key,
+    )
+    hit = _cache.get(key)
+    if hit is not None:
+        _cache.move_to_end(key)
+        return hit
+    task = factory(context, dict(spec.params))
+    if not isinstance(task, ClientTask):
+        raise TypeError(f"task factory of {spec.task!r} returned {type(task).__name__}")
+    device = next((p.device for p in task.model.parameters()), torch.device("cpu"))
+    init = {k: v.detach().clone() for k, v in task.model.state_dict().items()}
+    built = _Built(task, init, device)
+    _cache[key] = built
+    while len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+    return built
 
 
 def _key(task: str, part: str) -> str:
-    return f"split.{task}.{part}"
-
-
-def _generator(seed: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def _to_device(xs: Sequence[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:
-    return tuple(x.to(device) for x in xs)
-
-
-def forward_batches(
-    task: ClientTask, batches: Sequence[BatchPlan], train: bool, device: torch.device
-) -> list[dict[str, torch.Tensor]]:
-    """Uplink tensors of ``batches`` (no graph; train mode updates batch-norm statistics)."""
-    model = task.model
-    model.train(train)
-    out: list[dict[str, torch.Tensor]] = []
-    with torch.no_grad():
-        for b in batches:
-            torch.manual_seed(b.noise_seed)
-            xs = _to_device(task.inputs(b, train), device)
-            up = model(*xs, generator=_generator(b.noise_seed, device))
-            out.append({k: v.detach() for k, v in up.items()})
-    return out
-
-
-def apply_gradients(
-    task: ClientTask,
-    optimizer: torch.optim.Optimizer,
-    batches: Sequence[BatchPlan],
-    grads: Sequence[Mapping[str, torch.Tensor]],
-    buffers_before: Mapping[str, torch.Tensor],
-    device: torch.device,
-) -> None:
-    """One optimizer step per batch with the parameter gradients of the stale forward.
-
-    For batch ``t`` the forward is recomputed at θ_start (the current weights, which produced
-    every feature of the group) with the buffers the original forward saw (``buffers_before``
-    evolved by batches ``0..t-1``), ∂L/∂uplink is back-propagated to θ_start, and the
-    resulting gradient is applied to the live weights with ``optimizer.step()``.
-    """
-    model = task.model
-    model.train()
-    named = dict(model.named_parameters())
-    stash = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in named.items()}
-    trainable = [n for n, p in stash.items() if p.requires_grad]
-    running = {n: b.detach().clone().to(device) for n, b in buffers_before.items()}
-    for b, g in zip(batches, grads):
-        torch.manual_seed(b.noise_seed)
-        xs = _to_device(task.inputs(b, True), device)
-        up = torch.func.functional_call(
-            model, {**stash, **running}, xs, {"generator": _generator(b.noise_seed, device)}
-        )
-        names = sorted(g)
-        missing = [n for n in names if n not in up]
-        if missing:
-            raise ValueError(f"gradients for {missing}, but the client's uplink has {sorted(up)}")
-        param_grads = torch.autograd.grad(
-            [up[n] for n in names],
-            [stash[n] for n in trainable],
-            grad_outputs=[g[n].to(device) for n in names],
-            allow_unused=True,
-        )
-        for n, pg in zip(trainable, param_grads):
-            named[n].grad = pg
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    return state_key(task, part)
 
 
 def _restore(built: _Built, state: RecordDict, task: str) -> None:
@@ -223,40 +146,44 @@ def _optimizer(built: _Built, state: RecordDict, task: str) -> torch.optim.Optim
     return opt
 
 
-def _buffers_record(model: nn.Module) -> ArrayRecord:
-    rec = ArrayRecord()
-    for name, buf in model.named_buffers():
-        rec[name] = Array(buf.detach().cpu().contiguous())
-    return rec
+def _factory(tasks: Mapping[str, TaskFactory], spec: MessageSpec, action: str) -> TaskFactory:
+    if spec.task not in tasks:
+        known = ", ".join(sorted(tasks)) or "(none)"
+        raise ValueError(f"{action}: unknown split task {spec.task!r}; this client serves {known}")
+    return tasks[spec.task]
 
 
-def split_step(msg: Message, context: Context) -> Message:
+def _check_position(spec: MessageSpec, state: RecordDict) -> int:
+    """Check the exchange follows the stored one; return the round of the pending gradients."""
+    meta_key = _key(spec.task, "meta")
+    if meta_key not in state:
+        if spec.exchange != 0:
+            raise ValueError(
+                f"{TRAIN_STEP}: got exchange {spec.exchange} of round {spec.round} but this client "
+                "has no split state (the pass must start with exchange 0)"
+            )
+        return spec.round
+    last = state.config_records[meta_key]
+    last_round, last_exchange = int(last["round"]), int(last["exchange"])  # type: ignore[arg-type]
+    if spec.exchange != 0 and (spec.round, spec.exchange) != (last_round, last_exchange + 1):
+        raise ValueError(
+            f"{TRAIN_STEP}: got exchange {spec.exchange} of round {spec.round} after exchange "
+            f"{last_exchange} of round {last_round}; a message was lost or repeated"
+        )
+    return last_round
+
+
+def split_step(tasks: Mapping[str, TaskFactory], msg: Message, context: Context) -> Message:
     """``train.split_step``: apply the previous exchange's gradients, forward the next plan."""
     t0 = time.perf_counter()
     spec = MessageSpec.from_message(msg, TRAIN_STEP)
-    cfg, built = _setup(spec, context)
-    partition = int(context.node_config.get("partition-id", -1))  # type: ignore[arg-type]
-    maybe_inject(cfg, partition, spec.round, spec.exchange, spec.attempt)  # test-only faults
+    built = _build(_factory(tasks, spec, TRAIN_STEP), spec, context)
     task, device, state = built.task, built.device, context.state
-    meta_key = _key(spec.task, "meta")
-    if meta_key in state:
-        last = state.config_records[meta_key]
-        last_round, last_exchange = int(last["round"]), int(last["exchange"])  # type: ignore[arg-type]
-        expected = (last_round, last_exchange + 1)
-        if spec.exchange != 0 and (spec.round, spec.exchange) != expected:
-            raise ValueError(
-                f"{TRAIN_STEP}: got exchange {spec.exchange} of round {spec.round} after exchange "
-                f"{last_exchange} of round {last_round}; a message was lost or repeated"
-            )
-    elif spec.exchange != 0:
-        raise ValueError(
-            f"{TRAIN_STEP}: got exchange {spec.exchange} of round {spec.round} but this client "
-            "has no split state (the pass must start with exchange 0)"
-        )
+    grads_round = _check_position(spec, state)
     _restore(built, state, spec.task)
     opt = _optimizer(built, state, spec.task)
     # The pending gradients belong to the batches of the previous message's round.
-    lr = task.round_lr(last_round if meta_key in state else spec.round)
+    lr = task.round_lr(grads_round)
     if lr is not None:
         for group in opt.param_groups:
             group["lr"] = lr
@@ -284,7 +211,7 @@ def split_step(msg: Message, context: Context) -> Message:
     content = RecordDict()
     if "plan" in msg.content:
         plan = decode_plan(msg.content.array_records["plan"])
-        state[buffers_key] = _buffers_record(task.model)
+        state[buffers_key] = buffers_record(task.model)
         uplink = forward_batches(task, plan, True, device)
         state[pending_key] = msg.content.array_records["plan"]
         content["uplink"] = pack_tensors(uplink)
@@ -300,7 +227,7 @@ def split_step(msg: Message, context: Context) -> Message:
     arrays, opt_meta = optimizer_records(opt)
     state[_key(spec.task, "optim")] = arrays
     state[_key(spec.task, "optim_meta")] = opt_meta
-    state[meta_key] = ConfigRecord({"round": spec.round, "exchange": spec.exchange})
+    state[_key(spec.task, "meta")] = ConfigRecord({"round": spec.round, "exchange": spec.exchange})
     if spec.profile:
         t_end = time.perf_counter()
         content["timing"] = MetricRecord(
@@ -309,13 +236,13 @@ def split_step(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-def split_forward(msg: Message, context: Context) -> Message:
+def split_forward(tasks: Mapping[str, TaskFactory], msg: Message, context: Context) -> Message:
     """``evaluate.split_forward``: uplink of the planned batches in eval mode; no state change."""
     t0 = time.perf_counter()
     spec = MessageSpec.from_message(msg, EVAL_FORWARD)
     if "plan" not in msg.content:
         raise ValueError(f"{EVAL_FORWARD}: the message has no 'plan' record")
-    _, built = _setup(spec, context)
+    built = _build(_factory(tasks, spec, EVAL_FORWARD), spec, context)
     _restore(built, context.state, spec.task)
     plan = decode_plan(msg.content.array_records["plan"])
     t_load = time.perf_counter()
@@ -328,11 +255,12 @@ def split_forward(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-def split_state(msg: Message, context: Context) -> Message:
+def split_state(tasks: Mapping[str, TaskFactory], msg: Message, context: Context) -> Message:
     """``query.split_state``: partition and role of this client, and its weights on request.
 
-    A node whose task cannot be built (e.g. a partition the task does not use) still answers,
-    with the reason in ``info["error"]``, so that the server can tell spare nodes apart.
+    A node whose task cannot be built (e.g. a partition the task does not use: the factory
+    raises ``ValueError``) still answers, with the reason in ``info["error"]``, so that the
+    server can tell spare nodes apart.
     """
     spec = MessageSpec.from_message(msg, QUERY_STATE)
     meta_key = _key(spec.task, "meta")
@@ -347,12 +275,13 @@ def split_state(msg: Message, context: Context) -> Message:
             "error": "",
         }
     )
+    factory = _factory(tasks, spec, QUERY_STATE)
     try:
-        _, built = _setup(spec, context)
-    except ConfigError as err:
+        built = _build(factory, spec, context)
+    except ValueError as err:
         if spec.weights:
             raise
-        info["error"] = str(err)
+        info["error"] = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
         return Message(RecordDict({"info": info}), reply_to=msg)
     info["role"] = built.task.role
     ids = built.task.sample_ids()
@@ -365,7 +294,7 @@ def split_state(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-def split_checkpoint(msg: Message, context: Context) -> Message:
+def split_checkpoint(tasks: Mapping[str, TaskFactory], msg: Message, context: Context) -> Message:
     """``query.split_checkpoint``: every record under ``split.<task>.``, named by part."""
     spec = MessageSpec.from_message(msg, QUERY_CHECKPOINT)
     prefix = _key(spec.task, "")
@@ -376,7 +305,7 @@ def split_checkpoint(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-def split_restore(msg: Message, context: Context) -> Message:
+def split_restore(tasks: Mapping[str, TaskFactory], msg: Message, context: Context) -> Message:
     """``train.split_restore``: replace this client's ``split.<task>.*`` records with the
     message's (all but ``config``); the reply is empty."""
     spec = MessageSpec.from_message(msg, RESTORE_STATE)
@@ -390,10 +319,63 @@ def split_restore(msg: Message, context: Context) -> Message:
     return Message(RecordDict(), reply_to=msg)
 
 
-ACTIONS = {
+def split_set_model(tasks: Mapping[str, TaskFactory], msg: Message, context: Context) -> Message:
+    """``train.split_set_model``: store ``"weights"`` as the task's model (checked finite and
+    against the task's model); ``config["fresh"]`` also forgets optimizer and exchange state."""
+    spec = MessageSpec.from_message(msg, SET_MODEL)
+    if "weights" not in msg.content:
+        raise ValueError(f"{SET_MODEL}: the message has no 'weights' record")
+    weights = msg.content.array_records["weights"]
+    check_finite(
+        "received weights", weights, where=f"{SET_MODEL} ({spec.task})", consequence="not installed"
+    )
+    built = _build(_factory(tasks, spec, SET_MODEL), spec, context)
+    load_module(built.task.model, weights)  # the same keys and shapes, or ValueError
+    set_task_model(context.state, spec.task, weights, fresh=spec.fresh)
+    info = ConfigRecord({"task": spec.task, "fresh": spec.fresh})
+    return Message(RecordDict({"info": info}), reply_to=msg)
+
+
+_HANDLERS = {
     TRAIN_STEP: split_step,
     EVAL_FORWARD: split_forward,
     QUERY_STATE: split_state,
     QUERY_CHECKPOINT: split_checkpoint,
     RESTORE_STATE: split_restore,
+    SET_MODEL: split_set_model,
 }
+
+
+def split_actions(tasks: Mapping[str, TaskFactory]) -> dict[str, Handler]:
+    """The split handlers for ``tasks`` (``{task name: factory}``), by message type."""
+    tasks = dict(tasks)
+    for name, factory in tasks.items():
+        if not isinstance(name, str) or not name or not callable(factory):
+            raise TypeError(f"tasks: {name!r} must map a task name to a factory(context, params)")
+
+    def bind(handler: Callable[..., Message]) -> Handler:
+        def run(msg: Message, context: Context) -> Message:
+            return handler(tasks, msg, context)
+
+        run.__name__ = handler.__name__
+        run.__doc__ = handler.__doc__
+        return run
+
+    return {message_type: bind(h) for message_type, h in _HANDLERS.items()}
+
+
+def add_split_client(app: ClientApp, tasks: Mapping[str, TaskFactory]) -> ClientApp:
+    """Register the split-learning handlers for ``tasks`` on ``app``; return ``app``.
+
+    Parameters
+    ----------
+    app
+        Your ClientApp (mods you gave it wrap these handlers too).
+    tasks
+        ``{task name: factory(context, params) -> ClientTask}``. A message's
+        ``config["task"]`` selects the factory; ``params`` are its other non-reserved keys.
+    """
+    for message_type, handler in split_actions(tasks).items():
+        kind, _, action = message_type.partition(".")
+        getattr(app, kind)(action)(handler)
+    return app

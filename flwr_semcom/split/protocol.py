@@ -3,8 +3,12 @@
 One training action carries everything a client needs for one exchange (docs/split.md):
 
 ``train.split_step`` (server → client)
-    ``"config"`` :class:`ConfigRecord` — ``experiment``, ``overrides`` (the client composes
-    the hydra config from them), ``task``, ``stage``, ``round``, ``exchange``, ``profile``;
+    ``"config"`` :class:`ConfigRecord` — the reserved keys :data:`RESERVED` (``task``,
+    ``stage``, ``round``, ``exchange``, ``profile``; ``weights`` for ``query.split_state``;
+    ``attempt`` on a re-send; ``fresh`` for ``train.split_set_model``) and the *task
+    parameters*: every other key, a plain value (str, int, float, bool) handed to the task
+    factory on the node (e.g. ``method="decur"``; :class:`MessageSpec`). Nothing else: the
+    node builds its task from these and its own ``Context``;
     ``"grads"`` :class:`ArrayRecord` — ∂L/∂(uplink) for the batches of the previous exchange,
     one array per uplink name, batches concatenated along dim 0 (absent on the first exchange
     of a pass); ``"plan"`` :class:`ArrayRecord` — the next batches (absent on the last).
@@ -21,6 +25,8 @@ returns ``"info"`` (partition, role) and, when ``config["weights"]`` is true, ``
 Checkpoints (flwr_semcom/checkpoint.py): ``query.split_checkpoint`` returns every record the
 client keeps under ``split.<task>.`` (model, optimizer, pending plan, meta), named by part;
 ``train.split_restore`` carries such records and replaces the client's ``split.<task>.*``.
+``train.split_set_model`` carries ``"weights"`` (a full model ``state_dict``) and stores it as
+the task's weights (with ``config["fresh"]``: also forgets optimizer and exchange state).
 
 A plan record holds four int64 arrays: ``ids`` (all sample IDs, batches concatenated),
 ``sizes`` ``[S]``, ``aug_seeds`` ``[S]``, ``noise_seeds`` ``[S]`` and ``index`` ``[S]``.
@@ -29,11 +35,14 @@ A plan record holds four int64 arrays: ``ids`` (all sample IDs, batches concaten
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
+from flwr_semcom.accounting import record_nbytes
 from flwr_semcom.split.schedule import BatchPlan
 
 __all__ = [
@@ -41,8 +50,12 @@ __all__ = [
     "MESSAGE_TYPES",
     "QUERY_CHECKPOINT",
     "QUERY_STATE",
+    "RESERVED",
     "RESTORE_STATE",
+    "SET_MODEL",
     "TRAIN_STEP",
+    "MessageSpec",
+    "config_record",
     "decode_plan",
     "encode_plan",
     "pack_tensors",
@@ -56,7 +69,79 @@ EVAL_FORWARD = "evaluate.split_forward"
 QUERY_STATE = "query.split_state"
 QUERY_CHECKPOINT = "query.split_checkpoint"
 RESTORE_STATE = "train.split_restore"
-MESSAGE_TYPES = (TRAIN_STEP, EVAL_FORWARD, QUERY_STATE, QUERY_CHECKPOINT, RESTORE_STATE)
+SET_MODEL = "train.split_set_model"
+MESSAGE_TYPES = (TRAIN_STEP, EVAL_FORWARD, QUERY_STATE, QUERY_CHECKPOINT, RESTORE_STATE, SET_MODEL)
+
+#: Keys of the ``"config"`` record that belong to the runtime; every other key is a task
+#: parameter.
+RESERVED = ("task", "stage", "round", "exchange", "profile", "weights", "attempt", "fresh")
+_PARAM_TYPES = (str, int, float, bool)
+
+
+def config_record(
+    task: str, params: Mapping[str, Any] | None = None, **values: Any
+) -> ConfigRecord:
+    """The ``"config"`` record of a split message: ``task``, the runtime ``values`` (reserved
+    keys) and the task ``params``; ``ValueError`` for a param that uses a reserved key or is
+    not a str / int / float / bool."""
+    rec: dict[str, Any] = {"task": task}
+    for key, value in (params or {}).items():
+        if key in RESERVED:
+            raise ValueError(f"task parameter {key!r} uses a reserved key; reserved: {RESERVED}")
+        if not isinstance(value, _PARAM_TYPES):
+            raise ValueError(
+                f"task parameter {key!r}: {type(value).__name__} is not str, int, float or bool"
+            )
+    unknown = sorted(set(values) - set(RESERVED))
+    if unknown:
+        raise ValueError(f"config record: {unknown} are not runtime keys; valid: {RESERVED}")
+    rec.update(params or {})
+    rec.update(values)
+    return ConfigRecord(rec)
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    """The decoded ``"config"`` record of a split message."""
+
+    task: str
+    stage: str = ""
+    round: int = 0
+    exchange: int = 0
+    profile: bool = False
+    weights: bool = False
+    attempt: int = 0
+    fresh: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params_key(self) -> tuple[tuple[str, Any], ...]:
+        """The task parameters as a hashable, ordered key."""
+        return tuple(sorted(self.params.items()))
+
+    @classmethod
+    def from_message(cls, msg: Message, action: str) -> MessageSpec:
+        """Decode a message's ``"config"`` record; ``ValueError`` naming the action if bad."""
+        if "config" not in msg.content:
+            raise ValueError(f"{action}: the message has no 'config' record")
+        rec = msg.content.config_records["config"]
+        if not isinstance(rec.get("task"), str) or not rec["task"]:
+            raise ValueError(f"{action}: config record needs a non-empty string 'task'")
+        try:
+            return cls(
+                task=str(rec["task"]),
+                stage=str(rec.get("stage", "")),
+                round=int(rec.get("round", 0)),  # type: ignore[arg-type]
+                exchange=int(rec.get("exchange", 0)),  # type: ignore[arg-type]
+                profile=bool(rec.get("profile", False)),
+                weights=bool(rec.get("weights", False)),
+                attempt=int(rec.get("attempt", 0)),  # type: ignore[arg-type]
+                fresh=bool(rec.get("fresh", False)),
+                params={k: v for k, v in rec.items() if k not in RESERVED},
+            )
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{action}: malformed config record ({err})") from None
+
 
 _PLAN_KEYS = ("ids", "sizes", "aug_seeds", "noise_seeds", "index")
 
@@ -132,36 +217,6 @@ def unpack_tensors(
         for i, part in enumerate(torch.split(t, list(sizes))):
             out[i][name] = part
     return out
-
-
-def _config_value_nbytes(value: object) -> int:
-    if isinstance(value, (list, tuple)):
-        return sum(_config_value_nbytes(v) for v in value)
-    if isinstance(value, bool):
-        return 1
-    if isinstance(value, (int, float)):
-        return 8
-    if isinstance(value, str):
-        return len(value.encode("utf-8"))
-    if isinstance(value, bytes):
-        return len(value)
-    raise TypeError(f"unsupported record value {type(value).__name__}")
-
-
-def record_nbytes(record: ArrayRecord | ConfigRecord | MetricRecord) -> int:
-    """Payload bytes of a record, as the ledger counts them.
-
-    Arrays: ``numel × itemsize``. Config/metric values: 8 bytes per int or float, 1 per
-    bool, the UTF-8 length of a string, the length of bytes. Key names and Flower's framing
-    are not counted (both ends know the schema).
-    """
-    if isinstance(record, ArrayRecord):
-        total = 0
-        for arr in record.values():
-            numel = int(np.prod(arr.shape)) if arr.shape else 1
-            total += numel * np.dtype(arr.dtype).itemsize
-        return total
-    return sum(_config_value_nbytes(v) for v in record.values())
 
 
 def content_nbytes(content: RecordDict, names: Sequence[str]) -> int:

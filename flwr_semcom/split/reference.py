@@ -23,22 +23,19 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
-from flwr_semcom.config import resolve_device
-from flwr_semcom.split.rules import check_split_config
 from flwr_semcom.split.schedule import (
     client_plans,
     derive_seed,
     eval_batches,
     train_batches,
 )
-from flwr_semcom.split.tasks import ClientTask, ServerTask, build_client_task, build_server_task
+from flwr_semcom.split.tasks import ClientTask, ServerTask
 
 __all__ = ["ReferenceResult", "run_reference"]
 
@@ -70,60 +67,54 @@ def _forward(
 
 
 def run_reference(
-    cfg: DictConfig,
+    server: ServerTask,
+    clients: Sequence[ClientTask],
     *,
-    rounds: int | None = None,
+    rounds: int,
+    batch_size: int,
+    steps_per_message: int = 1,
+    eval_batch_size: int = 256,
+    seed: int = 0,
     stage: str = "finetune",
+    drop_last: bool = False,
     recompute: bool = True,
     evaluate: bool = True,
-    server_task: ServerTask | None = None,
-    client_task: str | None = None,
+    device: str | torch.device = "cpu",
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> ReferenceResult:
     """Train like :class:`strategies.split_training.SplitTraining`, in one process.
 
     Parameters
     ----------
-    cfg
-        The composed config (``strategy`` = split).
-    rounds
-        Passes to run (default ``cfg.strategy.rounds``).
-    stage
-        Stage name used in the seeds (must match the strategy's).
+    server
+        The server task (its model and optimizer are trained in place).
+    clients
+        One client task per partition, in partition order (trained in place).
+    rounds, batch_size, steps_per_message, eval_batch_size, seed, stage, drop_last
+        As the strategy's arguments of the same names (``stage`` names the seed streams).
     recompute
         Replay the forward on a frozen copy (True) or keep the autograd graphs (False).
     evaluate
         Evaluate on the test IDs after every pass.
-    server_task, client_task
-        Like the strategy's arguments.
+    device
+        Where the models run.
     on_round
         Called with each round's metrics row.
     """
-    check_split_config(cfg)
-    torch.set_num_threads(int(cfg.num_threads))
-    device = torch.device(resolve_device(str(cfg.device)))
-    s = cfg.strategy
-    seed, S = int(cfg.seed), int(s.steps_per_message)
-    server = server_task or build_server_task(str(s.server_task), cfg)
+    device = torch.device(device)
+    seed, S = int(seed), int(steps_per_message)
     server.model.to(device)
-    name = client_task or server.client_task
     n = server.num_clients
-    clients = [
-        build_client_task(name, cfg, {"partition-id": i, "num-partitions": n}) for i in range(n)
-    ]
+    if len(clients) != n:
+        raise ValueError(f"{len(clients)} client tasks for a server task of {n} clients")
     models = [c.model.to(device) for c in clients]
     opts = [c.make_optimizer(m.parameters()) for c, m in zip(clients, models)]
     history: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    for r in range(1, (int(s.rounds) if rounds is None else rounds) + 1):
+    for r in range(1, int(rounds) + 1):
         t0 = time.perf_counter()
         batches = train_batches(
-            server.train_ids,
-            int(s.batch_size),
-            seed=seed,
-            round_=r,
-            stage=stage,
-            drop_last=bool(s.get("drop_last", False)),
+            server.train_ids, int(batch_size), seed=seed, round_=r, stage=stage, drop_last=drop_last
         )
         plans = [client_plans(batches, c, seed=seed, stage=stage, round_=r) for c in range(n)]
         server.start_round(r)
@@ -218,7 +209,7 @@ def run_reference(
         if evaluate:
             t1 = time.perf_counter()
             ev = {"n": 0.0, "correct": 0.0, "loss_sum": 0.0}
-            test = eval_batches(server.test_ids, int(s.eval_batch_size))
+            test = eval_batches(server.test_ids, int(eval_batch_size))
             eplans = [client_plans(test, c, seed=seed, stage="eval", round_=0) for c in range(n)]
             with torch.no_grad():
                 for t, batch in enumerate(test):

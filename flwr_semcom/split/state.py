@@ -5,6 +5,9 @@ A client process may serve several virtual nodes (simulation) or live for one me
 message and restored before the next (../shared/FLOWER_NOTES.md §3). Tensors go into an
 :class:`ArrayRecord`; the optimizer's non-tensor parts (``param_groups``, scalar state such
 as a ``None`` momentum buffer) into a :class:`ConfigRecord` as JSON.
+
+A task's entries are ``split.<task>.<part>`` (parts :data:`PARTS`); other code reads and
+writes them only through :func:`task_model`, :func:`set_task_model` and :func:`clear_tasks`.
 """
 
 from __future__ import annotations
@@ -13,26 +16,73 @@ import json
 from typing import Any
 
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from torch import nn
 
 from flwr_semcom.split.protocol import to_tensor
 
-__all__ = ["load_module", "load_optimizer", "module_record", "optimizer_records"]
+__all__ = [
+    "PARTS",
+    "clear_tasks",
+    "load_module",
+    "load_optimizer",
+    "module_record",
+    "optimizer_records",
+    "set_task_model",
+    "state_key",
+    "task_model",
+]
+
+#: What the runtime keeps per task: weights, optimizer (tensors, JSON), the last exchange,
+#: and the plan and buffers of the batches whose gradients are pending.
+PARTS = ("model", "optim", "optim_meta", "meta", "pending", "pending_buffers")
+_PREFIX = "split."
+
+
+def state_key(task: str, part: str) -> str:
+    """The ``context.state`` key of ``part`` of ``task`` (``split.<task>.<part>``)."""
+    return f"{_PREFIX}{task}.{part}"
+
+
+def task_model(state: RecordDict, task: str) -> ArrayRecord | None:
+    """The stored weights of ``task`` on this node, or ``None`` (never trained here)."""
+    key = state_key(task, "model")
+    return state.array_records[key] if key in state else None
+
+
+def set_task_model(
+    state: RecordDict, task: str, model: ArrayRecord, *, fresh: bool = False
+) -> None:
+    """Store ``model`` (a full ``state_dict`` record) as the weights of ``task``.
+
+    With ``fresh`` the task's optimizer state, exchange position and pending plan are
+    deleted too, so the next ``train.split_step`` (exchange 0) starts from these weights.
+    """
+    if fresh:
+        for part in PARTS:
+            key = state_key(task, part)
+            if key in state:
+                del state[key]
+    state[state_key(task, "model")] = model
+
+
+def clear_tasks(state: RecordDict) -> int:
+    """Delete every split-task entry of ``state``; return how many were deleted."""
+    doomed = [k for k in list(state.keys()) if k.startswith(_PREFIX)]
+    for key in doomed:
+        del state[key]
+    return len(doomed)
 
 
 def module_record(module: nn.Module) -> ArrayRecord:
-    """The module's ``state_dict`` (parameters and buffers) as an :class:`ArrayRecord`."""
-    rec = ArrayRecord()
-    for name, tensor in module.state_dict().items():
-        rec[name] = Array(tensor.detach().cpu().contiguous())
-    return rec
+    """The module's ``state_dict`` (parameters and buffers): ``ArrayRecord(state_dict)``."""
+    return ArrayRecord(module.state_dict())  # type: ignore[arg-type]
 
 
 def load_module(module: nn.Module, record: ArrayRecord) -> None:
     """Load :func:`module_record`'s record into ``module`` (strict: keys must match)."""
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    state = {k: to_tensor(v).to(device) for k, v in record.items()}
+    state = {k: v.to(device) for k, v in record.to_torch_state_dict().items()}
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -1,17 +1,16 @@
-"""Pluggable split-learning tasks: what a client computes and what the server learns from it.
+"""Split-learning tasks: what a client computes and what the server learns from it.
 
 The runtime (client handlers, strategy, reference) only moves tensors; a *task* says what they
-are. A **client task** (registry :data:`CLIENT_TASKS`, built from ``(cfg, node_config)``)
-gives the client's differentiable pipeline ``model(*inputs, generator=g) -> {name: tensor}``
-(for paper 1 Stage II: encoder → JSCC head → channel, uplink ``{"z_hat"}``), how to read the
-inputs of a planned batch, and the optimizer. A **server task** (registry
-:data:`SERVER_TASKS`, built from ``cfg``) gives the server model and its loss on the uplinks of
-all clients (Stage II: decoder g on concat(ẑ^1, …, ẑ^M) with cross-entropy, paper 1 eq. 3-4,
-16-17), plus the training and test IDs.
-
-Paper 1's Stage I ``split`` placement plugs in as a client task whose uplink is the projector
-outputs of two views and a server task whose loss is DeCUR; SLF (paper 2) as a client task
-whose uplink is the transmitted codewords. Neither needs runtime changes.
+are. A **client task** (:class:`ClientTask`, built on the node by a :data:`TaskFactory`
+registered with :func:`~flwr_semcom.split.client.add_split_client`) gives the client's
+differentiable pipeline ``model(*inputs, generator=g) -> {name: tensor}`` (for paper 1 Stage
+II: encoder → JSCC head → channel, uplink ``{"z_hat"}``), how to read the inputs of a planned
+batch, and the optimizer. A **server task** (:class:`ServerTask`, an object the strategy is
+given) holds the server model and its loss on the uplinks of all clients (Stage II: decoder g
+on concat(ẑ^1, …, ẑ^M) with cross-entropy, paper 1 eq. 3-4, 16-17), plus the training and
+test IDs. :class:`~flwr_semcom.split.device.DeviceTask` and
+:class:`~flwr_semcom.split.decoder.DecoderServer` are the ready-made pair for "my encoder and
+channel on the devices, my classifier on the server".
 
 Rules a task must follow so that a recomputed forward (the client cannot keep an autograd
 graph between messages) equals the original one: draw all randomness from the ``generator``
@@ -22,27 +21,18 @@ torch's global RNG per batch before each forward for layers such as dropout.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from flwr.app import Context
 from torch import nn
 
 from flwr_semcom.guard import check_finite, check_loss
-from flwr_semcom.registry import Registry
 from flwr_semcom.split.schedule import BatchPlan
 
-__all__ = [
-    "CLIENT_TASKS",
-    "SERVER_TASKS",
-    "ClientTask",
-    "ServerStep",
-    "ServerTask",
-    "build_client_task",
-    "build_server_task",
-]
+__all__ = ["ClientTask", "ServerStep", "ServerTask", "TaskFactory"]
 
 
 class ClientTask(ABC):
@@ -102,8 +92,6 @@ class ServerTask(ABC):
         Its optimizer.
     num_clients
         How many clients (partition IDs ``0..num_clients-1``) the task expects.
-    client_task
-        Name of the matching client task (in :data:`CLIENT_TASKS`).
     train_ids, test_ids
         int64 sample IDs of the training pass and of the evaluation.
     """
@@ -111,7 +99,6 @@ class ServerTask(ABC):
     model: nn.Module
     optimizer: torch.optim.Optimizer
     num_clients: int
-    client_task: str
     train_ids: torch.Tensor
     test_ids: torch.Tensor
 
@@ -180,15 +167,6 @@ class ServerTask(ABC):
         return stats
 
 
-CLIENT_TASKS: Registry[ClientTask] = Registry("split client task")
-SERVER_TASKS: Registry[ServerTask] = Registry("split server task")
-
-
-def build_client_task(name: str, cfg: DictConfig, node_config: Mapping[str, Any]) -> ClientTask:
-    """Build the client task ``name`` for the node with ``node_config`` (fresh objects)."""
-    return CLIENT_TASKS.build(name, cfg=cfg, node_config=node_config)
-
-
-def build_server_task(name: str, cfg: DictConfig) -> ServerTask:
-    """Build the server task ``name`` (fresh model and optimizer)."""
-    return SERVER_TASKS.build(name, cfg=cfg)
+#: Builds a node's client task from its ``Context`` (``node_config``, ``run_config``) and the
+#: task parameters of the message (the non-reserved keys of its ``"config"`` record).
+TaskFactory = Callable[[Context, Mapping[str, Any]], ClientTask]

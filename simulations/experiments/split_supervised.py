@@ -22,6 +22,7 @@ from logging import INFO
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid
@@ -29,9 +30,10 @@ from omegaconf import DictConfig
 
 from flwr_semcom.accounting import CommLedger
 from flwr_semcom.checkpoint import Checkpoint, Checkpointer, get_rng_state, set_rng_state
-from flwr_semcom.reliability import FailurePolicy
+from flwr_semcom.config import ConfigError
+from flwr_semcom.paper1.stage2 import SUPERVISED_CLIENT_TASK, supervised_server
 from flwr_semcom.results import Results, new_run_dir, plot_lines
-from flwr_semcom.split import check_split_config
+from flwr_semcom.split import split_kwargs
 from simulations.common import output_root
 from strategies.split_training import SplitTraining
 
@@ -59,27 +61,40 @@ def _plots(results: Results, rows: list[dict[str, Any]], label: str) -> None:
     )
 
 
+def build_strategy(cfg: DictConfig, ledger: CommLedger) -> SplitTraining:
+    """The experiment's strategy: paper 1 Stage II from scratch (server task ``rgbd_decoder``:
+    :func:`~flwr_semcom.paper1.stage2.supervised_server`, client task ``rgbd_supervised``)."""
+    kwargs = split_kwargs(cfg)  # checks the strategy keys first
+    if str(cfg.strategy.server_task) != "rgbd_decoder":
+        raise ConfigError(
+            f"strategy.server_task: {cfg.strategy.server_task!r} is not run by split_supervised; "
+            "valid: rgbd_decoder"
+        )
+    torch.set_num_threads(int(cfg.num_threads))
+    return SplitTraining(
+        supervised_server(cfg), client_task=SUPERVISED_CLIENT_TASK, ledger=ledger, **kwargs
+    )
+
+
 def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
     """Train, evaluate every round, write the results folder; return the summary."""
-    check_split_config(cfg)
     t0 = time.perf_counter()
     experiment = str(context.run_config.get("experiment", cfg.experiment.name))
     overrides = str(context.run_config.get("overrides", ""))
-    policy = FailurePolicy.from_config(cfg)
+    ledger = CommLedger()
+    strategy = build_strategy(cfg, ledger)
+    policy = strategy.policy
     resume = cfg.get("reliability", {}).get("resume")
     ckpt: Checkpoint | None = None
     if resume:
         run_dir = Path(str(resume)).resolve()
         ckpt = Checkpointer(run_dir, cfg, experiment=experiment, overrides=overrides).load()
-        # the clients compose the original run's config: same messages, same ledger bytes
         experiment, overrides = ckpt.experiment, ckpt.overrides
     else:
         run_dir = new_run_dir(output_root(cfg), str(cfg.experiment.name))
     checkpointer = Checkpointer(run_dir, cfg, experiment=experiment, overrides=overrides)
     log(INFO, "results folder: %s", run_dir)
     results = Results(run_dir)
-    ledger = CommLedger()
-    strategy = SplitTraining(cfg, experiment=experiment, overrides=overrides, ledger=ledger)
     first_round, elapsed = 1, 0.0
     clients_state: dict[int, Any] | None = None
     if ckpt is None:
