@@ -14,17 +14,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.clientapp import ClientApp
 
 from flwr_semcom.accounting import CommLedger
-from flwr_semcom.client_app import register_actions
 from flwr_semcom.config import ConfigError, compose_config, config_from_run_config
 from flwr_semcom.inprocess import InProcessGrid
 from flwr_semcom.multitask import protocol as P
 from flwr_semcom.multitask.client import ACTIONS
 from flwr_semcom.multitask.data import device_data, full_data
 from flwr_semcom.multitask.report import gains
-from flwr_semcom.multitask.settings import check_multitask_config
+from flwr_semcom.multitask.settings import check_multitask_config, settings_from_config
 from flwr_semcom.multitask.training import build_model, build_tasks
 from simulations.experiments.multitask import num_nodes, run
-from strategies.fedavg_multitask import FedAvgMultitask, combine_eval
+from strategies.fedavg_multitask import FedAvgMultitask, sum_metricrecords
 
 TINY = (
     "multitask.num_samples=60 multitask.num_devices=2 multitask.rounds=2 "
@@ -35,7 +34,12 @@ TINY = (
 
 
 def _app() -> ClientApp:
-    return register_actions(ClientApp(), ACTIONS)
+    """A ClientApp serving the multitask handlers (``"train.mt_fit"`` → ``app.train("mt_fit")``)."""
+    app = ClientApp()
+    for message_type, handler in ACTIONS.items():
+        kind, _, action = message_type.partition(".")
+        getattr(app, kind)(action)(handler)
+    return app
 
 
 @pytest.fixture
@@ -90,19 +94,19 @@ def test_defaults_compose_and_other_experiments_are_unaffected() -> None:
 
 
 def test_device_shards_are_disjoint_and_cover_each_part(run_config: dict[str, str]) -> None:
-    cfg = config_from_run_config(run_config)
+    spec = settings_from_config(config_from_run_config(run_config)).data
     for part in ("train", "test"):
-        whole = full_data(cfg, part)
-        shards = [device_data(cfg, d, 3, part) for d in range(3)]
+        whole = full_data(spec, part)
+        shards = [device_data(spec, d, 3, part) for d in range(3)]
         assert sum(len(s["label"]) for s in shards) == len(whole["label"])
         got = torch.cat([s["image"] for s in shards]).flatten(1).sum(1).sort().values
         assert torch.allclose(got, whole["image"].flatten(1).sum(1).sort().values)
-    assert len(full_data(cfg, "test")["label"]) == 10  # round(0.2 * 6) per class, stratified
+    assert len(full_data(spec, "test")["label"]) == 10  # round(0.2 * 6) per class, stratified
 
 
 def test_fit_handler_trains_and_reports_shard_size(run_config: dict[str, str]) -> None:
-    cfg = config_from_run_config(run_config)
-    model = build_model(cfg, "gai", 1 / 12, seed=0)
+    settings = settings_from_config(config_from_run_config(run_config))
+    model = build_model(settings.link, "gai", 1 / 12, seed=0)
     content = RecordDict(
         {
             "arrays": P.to_record(model.state_dict()),
@@ -114,7 +118,8 @@ def test_fit_handler_trains_and_reports_shard_size(run_config: dict[str, str]) -
     (reply,) = grid.send_and_receive([Message(content, node, P.FIT)])
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
     metrics = reply.content.metric_records["metrics"]
-    assert metrics["num-examples"] == len(device_data(cfg, 1, 2, "train")["label"]) == 25
+    assert metrics["num-examples"] == len(device_data(settings.data, 1, 2, "train")["label"]) == 25
+    assert reply.content.config_records["node"]["partition-id"] == 1  # fixes the order
     assert metrics["steps"] == 2  # 25 samples, batch 16 -> 16 + 9
     new = P.from_record(reply.content.array_records["arrays"])
     old = model.state_dict()
@@ -128,11 +133,11 @@ def test_fit_handler_trains_and_reports_shard_size(run_config: dict[str, str]) -
         P.FIT,
     )
     (err,) = grid.send_and_receive([bad])
-    assert err.has_error() and "method must be one of gai, gai_w, separate" in err.error.reason
+    assert err.has_error() and "method must be one of gai, gai_w, separate" in str(err.error.reason)
 
 
-def test_combine_eval_is_exact_not_averaged() -> None:
-    tasks = build_tasks(compose_config("multitask"))
+def test_evaluation_sums_combine_exactly_not_averaged() -> None:
+    tasks = build_tasks(settings_from_config(compose_config("multitask")).link)
 
     def content(correct: float, count: float, se: float, px: float) -> RecordDict:
         return RecordDict(
@@ -149,37 +154,45 @@ def test_combine_eval_is_exact_not_averaged() -> None:
             }
         )
 
-    out = combine_eval([content(3, 4, 8.0, 2.0), content(0, 6, 0.0, 6.0)], tasks, [5.0])
-    assert out[5.0]["classification"] == pytest.approx(3 / 10)
-    assert out[5.0]["depth"] == pytest.approx((8.0 / 8.0) ** 0.5)
+    sums = sum_metricrecords([content(3, 4, 8.0, 2.0), content(0, 6, 0.0, 6.0)])
+    assert sums["num-examples"] == 10
+    out = P.metrics_from_sums(dict(sums), tasks, [5.0])  # type: ignore[arg-type]
+    assert out[5.0]["classification"] == pytest.approx(3 / 10)  # an average of ratios: 0.375
+    assert out[5.0]["depth"] == pytest.approx((8.0 / 8.0) ** 0.5)  # averaged: 1.0 vs 2 ** 0.5
+    with pytest.raises(RuntimeError, match="no evaluation sums for task classification at 14 dB"):
+        P.metrics_from_sums(dict(sums), tasks, [5.0, 14.0])  # type: ignore[arg-type]
 
 
 def test_strategy_counts_parameter_bytes_and_averages_by_examples(
     run_config: dict[str, str],
 ) -> None:
-    cfg = config_from_run_config(run_config)
-    tasks = build_tasks(cfg)
+    link = settings_from_config(config_from_run_config(run_config)).link
     ledger = CommLedger()
-    strategy = FedAvgMultitask("gai_w", 0.25, tasks, [-2.0, 14.0], 2, ledger)
+    strategy = FedAvgMultitask(
+        num_devices=2,
+        task_params={"method": "gai_w", "ratio": 0.25},
+        train_message_type=P.FIT,
+        evaluate_message_type=P.EVAL,
+        ledger=ledger,
+        label="gai_w/R=1/4",
+    )
     grid = _grid(run_config)
-    model = build_model(cfg, "gai_w", 0.25, seed=0)
+    model = build_model(link, "gai_w", 0.25, seed=0)
     arrays = P.to_record(model.state_dict())
     nbytes = 4 * sum(v.numel() for v in model.state_dict().values())
     msgs = list(strategy.configure_train(1, arrays, ConfigRecord({}), grid))
     assert [m.metadata.message_type for m in msgs] == [P.FIT, P.FIT]
-    assert ledger.total(stage="pretrain", direction="down") == 2 * nbytes
-    # hand-made replies: device A (10 examples) sends all ones, device B (30) all zeros
+    config = msgs[0].content.config_records["config"]
+    assert (config["method"], config["ratio"], config["server-round"]) == ("gai_w", 0.25, 1)
+    # hand-made replies: device 1 (10 examples) sends all ones, device 0 (30) all zeros
     replies = []
-    for msg, (value, n) in zip(msgs, [(1.0, 10), (0.0, 30)]):
+    for pid, msg, (value, n) in zip((1, 0), msgs, [(1.0, 10), (0.0, 30)]):
         rec = ArrayRecord(
             {k: torch.full_like(v.float(), value) for k, v in model.state_dict().items()}
         )
-        rep = Message(
-            RecordDict(
-                {"arrays": rec, "metrics": MetricRecord({"num-examples": n, "loss": value})}
-            ),
-            reply_to=msg,
-        )
+        metrics_in = MetricRecord({"num-examples": n, "loss": value})
+        content = RecordDict({"arrays": rec, "metrics": metrics_in, "node": P.node_record(pid)})
+        rep = Message(content, reply_to=msg)
         rep.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
         replies.append(rep)
     avg, metrics = strategy.aggregate_train(1, replies)
@@ -187,6 +200,14 @@ def test_strategy_counts_parameter_bytes_and_averages_by_examples(
     first = next(iter(avg.values())).numpy()
     assert first.flatten()[0] == pytest.approx(0.25)  # (10 * 1 + 30 * 0) / 40
     assert ledger.total(stage="pretrain", direction="up") == 2 * nbytes
+    assert ledger.total(stage="pretrain", direction="down") == 2 * nbytes
+    # the ledger names devices by partition, in partition order, whatever the node IDs
+    assert [(r.client, r.direction) for r in ledger.rows] == [
+        ("gai_w/R=1/4/device0", "down"),
+        ("gai_w/R=1/4/device0", "up"),
+        ("gai_w/R=1/4/device1", "down"),
+        ("gai_w/R=1/4/device1", "up"),
+    ]
     assert metrics["loss"] == pytest.approx(0.25)
 
 
@@ -222,7 +243,8 @@ def test_tiny_end_to_end_run_writes_the_results_folder(run_config: dict[str, str
     ledger = json.loads((folder / "ledger.json").read_text())["summary"]
     for run_info in summary["runs"]:
         label = f"{run_info['method']}/R={run_info['R']}"
-        model = build_model(cfg, run_info["method"], run_info["ratio"], seed=0)
+        link = settings_from_config(cfg).link
+        model = build_model(link, run_info["method"], run_info["ratio"], seed=0)
         nbytes = 4 * sum(v.numel() for v in model.state_dict().values())
         rows_l = [
             t
@@ -234,5 +256,5 @@ def test_tiny_end_to_end_run_writes_the_results_folder(run_config: dict[str, str
         uses = sum(t["channel_uses"] for t in rows_l if t["kind"] == "symbols")
         assert uses == 2 * 2 * 10 * run_info["channel_uses_per_image"]  # rounds x SNRs x tests
     assert ledger["pretrain"]["up"]["transfers"] == 6 * 2 * 2
-    g = gains(summary["final"], build_tasks(cfg))
+    g = gains(summary["final"], build_tasks(settings_from_config(cfg).link))
     assert {x["baseline"] for x in g} == {"gai_w", "separate"}

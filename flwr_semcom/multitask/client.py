@@ -2,9 +2,17 @@
 
 A device (``partition-id`` ``d`` of ``num-partitions`` ``D``, from its node config) holds the
 ``d``-th IID shard of the train and test parts (:mod:`.data`). Messages carry the global link
-and ``{method, ratio}`` (:mod:`.protocol`); hyper-parameters come from the composed config (the
-run config's ``experiment`` / ``overrides``). The only client state is a counter of handled
-rounds in ``context.state["multitask.node"]`` (the data are a pure function of the config).
+and the typed values ``{method, ratio, server-round}`` (:mod:`.protocol`); the experiment's
+hyper-parameters are the typed :class:`~flwr_semcom.multitask.spec.MultitaskSettings` of the
+run, composed from ``context.run_config`` once per process and run config
+(:func:`~flwr_semcom.multitask.settings.settings_for_run`). Every reply names its partition
+(``"node"`` record), so the server aggregates in a fixed order. The only client state is a
+counter of handled rounds in ``context.state["multitask.node"]`` (the data are a pure
+function of the settings).
+
+Randomness: the local update draws its batches, SNRs and noise from a generator seeded with
+``seed + 1000 · round + d``, the evaluation noise from ``seed + 7919 · (d + 1)``; nothing
+uses the global RNG, so results do not depend on which process or actor runs a device.
 """
 
 from __future__ import annotations
@@ -13,25 +21,23 @@ from typing import Any
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
-from omegaconf import DictConfig
 
-from flwr_semcom.config import config_from_run_config
 from flwr_semcom.multitask import protocol as P
 from flwr_semcom.multitask.data import device_data
-from flwr_semcom.multitask.settings import check_multitask_config
+from flwr_semcom.multitask.settings import settings_for_run
+from flwr_semcom.multitask.spec import MultitaskSettings
 from flwr_semcom.multitask.system import METHODS, MultiTaskSemCom
 from flwr_semcom.multitask.training import build_model, evaluate, train_local
 
-__all__ = ["ACTIONS", "NODE_KEY"]
+__all__ = ["ACTIONS", "NODE_KEY", "evaluate_link", "fit"]
 
 NODE_KEY = "multitask.node"
 
 
-def _config(context: Context) -> DictConfig:
-    cfg = config_from_run_config(context.run_config)
-    check_multitask_config(cfg)
-    torch.set_num_threads(int(cfg.num_threads))
-    return cfg
+def _settings(context: Context) -> MultitaskSettings:
+    settings = settings_for_run(context.run_config)
+    torch.set_num_threads(settings.num_threads)
+    return settings
 
 
 def _partition(context: Context) -> tuple[int, int]:
@@ -44,12 +50,12 @@ def _partition(context: Context) -> tuple[int, int]:
     return int(nc["partition-id"]), int(nc["num-partitions"])
 
 
-def _link(cfg: DictConfig, msg: Message) -> tuple[MultiTaskSemCom, ConfigRecord]:
+def _link(settings: MultitaskSettings, msg: Message) -> tuple[MultiTaskSemCom, ConfigRecord]:
     config = msg.content.config_records["config"]
     method, ratio = str(config["method"]), P.as_number(config["ratio"], "ratio")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    model = build_model(cfg, method, ratio, seed=0)
+    model = build_model(settings.link, method, ratio, seed=0)
     model.load_state_dict(P.from_record(msg.content.array_records["arrays"]))
     return model, config
 
@@ -62,27 +68,27 @@ def _count(context: Context, key: str) -> int:
     return value
 
 
-def _reply(msg: Message, **records: Any) -> Message:
-    return Message(RecordDict(records), reply_to=msg)
+def _reply(msg: Message, pid: int, **records: Any) -> Message:
+    return Message(RecordDict({**records, "node": P.node_record(pid)}), reply_to=msg)
 
 
 def fit(msg: Message, context: Context) -> Message:
     """FedAvg local update: ``local_epochs`` of Adam on this device's train shard."""
-    cfg = _config(context)
+    settings = _settings(context)
     pid, num = _partition(context)
-    model, config = _link(cfg, msg)
-    m = cfg.multitask
-    data = device_data(cfg, pid, num, "train")
+    model, config = _link(settings, msg)
+    local = settings.local
+    data = device_data(settings.data, pid, num, "train")
     rnd = int(P.as_number(config.get("server-round", 0), "server-round"))
     stats = train_local(
         model,
         data,
-        epochs=int(m.local_epochs),
-        batch_size=int(m.batch_size),
-        lr=float(m.lr),
-        loss_weights=[float(w) for w in m.loss_weights],
-        snr_range=[float(s) for s in m.train_snr_db],
-        seed=int(cfg.seed) + 1000 * rnd + pid,
+        epochs=local.epochs,
+        batch_size=local.batch_size,
+        lr=local.lr,
+        loss_weights=list(local.loss_weights),
+        snr_range=list(local.train_snr_db),
+        seed=settings.seed + 1000 * rnd + pid,
     )
     _count(context, "fits")
     metrics = MetricRecord(
@@ -94,34 +100,34 @@ def fit(msg: Message, context: Context) -> Message:
             "wall-s": stats.wall_s,
         }
     )
-    return _reply(msg, arrays=P.to_record(model.state_dict()), metrics=metrics)
+    return _reply(msg, pid, arrays=P.to_record(model.state_dict()), metrics=metrics)
 
 
 def evaluate_link(msg: Message, context: Context) -> Message:
-    """Send this device's test shard over AWGN at every ``channel.snr_db``; metric sums."""
-    cfg = _config(context)
+    """Send this device's test shard over AWGN at every evaluation SNR; metric sums."""
+    settings = _settings(context)
     pid, num = _partition(context)
-    model, _ = _link(cfg, msg)
-    data = device_data(cfg, pid, num, "test")
-    snrs = [float(s) for s in cfg.channel.snr_db]
+    model, _ = _link(settings, msg)
+    data = device_data(settings.data, pid, num, "test")
+    snrs = list(settings.local.eval_snr_db)
     sums = evaluate(
         model,
         data,
         snrs,
-        batch_size=int(cfg.multitask.eval_batch_size),
-        seed=int(cfg.seed) + 7919 * (pid + 1),
+        batch_size=settings.local.eval_batch_size,
+        seed=settings.seed + 7919 * (pid + 1),
     )
     n = int(data["label"].shape[0])
     values: dict[str, int | float | list[int] | list[float]] = {
         "num-examples": n,
-        "channel-uses": n * model.num_symbols,
+        "channel-uses": n * model.num_symbols * len(snrs),
     }
     for i, snr in enumerate(snrs):
         for task, stats in sums[snr].items():
             for stat, v in stats.items():
                 values[P.metric_key(i, task, stat)] = v
     _count(context, "evaluations")
-    return _reply(msg, metrics=MetricRecord(values))
+    return _reply(msg, pid, metrics=MetricRecord(values))
 
 
 ACTIONS = {P.FIT: fit, P.EVAL: evaluate_link}

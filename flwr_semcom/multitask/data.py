@@ -13,7 +13,8 @@ MVSA; offline we have two stand-ins (``multitask.dataset``):
 Both are split into train / test parts by a seeded stratified split; device ``d`` of ``D``
 holds the ``d``-th IID shard (:func:`~flwr_semcom.data.iid_partition`) of each part, so the
 devices' test shards together are the whole test part. Loaded tensors are memoised per
-process (read-only data, not node state).
+process (read-only data, not node state). Both functions take a typed
+:class:`~flwr_semcom.multitask.spec.DataSpec`.
 """
 
 from __future__ import annotations
@@ -21,16 +22,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-from omegaconf import DictConfig
 
-from flwr_semcom.config import project_root
-from flwr_semcom.data import (
-    SyntheticRGBD,
-    iid_partition,
-    load_cifar10,
-    resolve_data_root,
-    stratified_split,
-)
+from flwr_semcom.data import SyntheticRGBD, iid_partition, load_cifar10, stratified_split
+from flwr_semcom.multitask.spec import DataSpec
 
 __all__ = ["Batch", "device_data", "full_data"]
 
@@ -51,27 +45,22 @@ def _load(
     return {"image": images, "label": arrays.labels}, arrays.labels
 
 
-def full_data(cfg: DictConfig, part: str) -> Batch:
+def full_data(spec: DataSpec, part: str) -> Batch:
     """The whole ``train`` or ``test`` part as tensors."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
-    m = cfg.multitask
-    root = ""
-    if str(m.dataset) == "cifar10":
-        root = str(resolve_data_root(cfg.paths.get("data_root"), project_root(cfg)))
-    tensors, labels = _load(
-        str(m.dataset), int(m.num_samples), int(m.cifar_per_class), root, int(cfg.seed)
-    )
-    train_idx, test_idx = stratified_split(labels, float(m.test_fraction), int(cfg.seed))
+    root = spec.data_root if spec.dataset == "cifar10" else ""
+    tensors, labels = _load(spec.dataset, spec.num_samples, spec.cifar_per_class, root, spec.seed)
+    train_idx, test_idx = stratified_split(labels, spec.test_fraction, spec.seed)
     idx = train_idx if part == "train" else test_idx
     return {k: v[idx] for k, v in tensors.items()}
 
 
-def device_data(cfg: DictConfig, partition_id: int, num_partitions: int, part: str) -> Batch:
+def device_data(spec: DataSpec, partition_id: int, num_partitions: int, part: str) -> Batch:
     """Device ``partition_id``'s IID shard of the ``part`` part."""
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
-    data = full_data(cfg, part)
+    data = full_data(spec, part)
     n = int(data["label"].shape[0])
-    shard = iid_partition(n, num_partitions, int(cfg.seed) + PARTS.index(part))[partition_id]
+    shard = iid_partition(n, num_partitions, spec.seed + PARTS.index(part))[partition_id]
     return {k: v[shard] for k, v in data.items()}

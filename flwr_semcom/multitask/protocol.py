@@ -4,20 +4,28 @@ Paper 3 (arXiv 2501.02006) trained with FedAvg (McMahan et al. 2017) over device
 horizontal shards:
 
 - ``train.mt_fit`` (server → device): ``"arrays"`` = the global link's ``state_dict``,
-  ``"config"`` = ``{method, ratio, server-round}``. Reply: ``"arrays"`` = the locally trained
-  link, ``"metrics"`` = ``{num-examples, loss, loss-<task>, steps, wall-s}``.
+  ``"config"`` = ``{method, ratio, server-round}`` (typed values, no config strings). Reply:
+  ``"arrays"`` = the locally trained link, ``"metrics"`` = ``{num-examples, loss,
+  loss-<task>, steps, wall-s}``, ``"node"`` = ``{partition-id}``.
 - ``evaluate.mt_eval`` (server → device): the same ``"arrays"`` / ``"config"``. Reply:
   ``"metrics"`` with ``num-examples`` and, per evaluation SNR index ``i`` (of
   ``channel.snr_db``), task and statistic, the additive sum ``"s<i>/<task>/<stat>"``, plus
-  ``channel-uses`` (complex symbols sent over the air per SNR: ``k`` per test image).
+  ``channel-uses`` (complex symbols sent over the air, over all SNRs: ``k`` per test image
+  and SNR); ``"node"`` = ``{partition-id}``.
+
+The ``"node"`` record is the contract of :class:`strategies.fedavg_multitask.FedAvgMultitask`,
+which aggregates in partition order. The server sums the devices' metric records key by key;
+:func:`metrics_from_sums` turns the sums into exact per-task metrics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord
+
+from flwr_semcom.multitask.tasks import Task
 
 __all__ = [
     "EVAL",
@@ -25,6 +33,8 @@ __all__ = [
     "as_number",
     "from_record",
     "metric_key",
+    "metrics_from_sums",
+    "node_record",
     "parse_metric_key",
     "to_record",
 ]
@@ -61,3 +71,28 @@ def parse_metric_key(key: str) -> tuple[int, str, str] | None:
     if len(parts) != 3 or not parts[0].startswith("s") or not parts[0][1:].isdigit():
         return None
     return int(parts[0][1:]), parts[1], parts[2]
+
+
+def node_record(partition_id: int) -> ConfigRecord:
+    """The reply's ``"node"`` record: which device answered (fixes the aggregation order)."""
+    return ConfigRecord({"partition-id": int(partition_id)})
+
+
+def metrics_from_sums(
+    sums: Mapping[str, float], tasks: Sequence[Task], snrs: Sequence[float]
+) -> dict[float, dict[str, float]]:
+    """Exact per-task metrics ``{snr: {task: metric}}`` from the devices' summed statistics."""
+    stats: dict[tuple[int, str, str], float] = {}
+    for key, value in sums.items():
+        parsed = parse_metric_key(key)
+        if parsed is not None:
+            stats[parsed] = as_number(value, key)
+    out: dict[float, dict[str, float]] = {}
+    for i, snr in enumerate(snrs):
+        out[float(snr)] = {}
+        for task in tasks:
+            mine = {s: v for (j, t, s), v in stats.items() if j == i and t == task.name}
+            if not mine:
+                raise RuntimeError(f"no evaluation sums for task {task.name} at {snr:g} dB")
+            out[float(snr)][task.name] = task.finalize(mine)
+    return out

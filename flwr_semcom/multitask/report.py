@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flwr_semcom.multitask.settings import ratio_label
+from flwr_semcom.multitask.spec import ratio_label
 from flwr_semcom.multitask.tasks import Task
 from flwr_semcom.results import plot_lines
 

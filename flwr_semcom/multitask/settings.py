@@ -8,11 +8,17 @@ against node channels, the channel). The cross-key checks are also registered wi
 :func:`flwr_semcom.config.add_check`, so ``semcom-run`` rejects a bad combination before any
 Flower process starts. Every failure is a one-line :class:`~flwr_semcom.config.ConfigError`
 naming the key and the valid range.
+
+This module is the experiment's hydra edge: :func:`settings_from_config` translates a
+composed config into the typed :class:`~flwr_semcom.multitask.spec.MultitaskSettings` that
+everything else takes, and :func:`settings_for_run` does it once per Flower run config (cached
+per process, for the ClientApp's handlers).
 """
 
 from __future__ import annotations
 
-from fractions import Fraction
+from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,9 +28,20 @@ from flwr_semcom.config import (
     Rule,
     add_check,
     add_rules,
+    config_from_run_config,
     float_range,
     int_range,
     one_of,
+    project_root,
+)
+from flwr_semcom.data import resolve_data_root
+from flwr_semcom.multitask.spec import (
+    SOURCE_DIMS,
+    DataSpec,
+    LinkSpec,
+    LocalTraining,
+    MultitaskSettings,
+    ratio_label,
 )
 from flwr_semcom.multitask.system import METHODS, split_symbols, symbols_for_ratio
 from flwr_semcom.multitask.tasks import TASKS
@@ -34,7 +51,8 @@ __all__ = [
     "RULES",
     "check_multitask_config",
     "ratio_label",
-    "source_dims",
+    "settings_for_run",
+    "settings_from_config",
 ]
 
 #: Tasks each data set can serve (the target must exist in its items).
@@ -112,17 +130,6 @@ add_rules(RULES)
 _MISSING = object()
 
 
-def source_dims(cfg: DictConfig) -> int:
-    """``n = C·H·W`` of the transmitted RGB image (3 × 32 × 32 = 3072)."""
-    return 3 * 32 * 32
-
-
-def ratio_label(ratio: float) -> str:
-    """``0.0833…`` → ``"1/12"`` (the nearest fraction with a denominator ≤ 1000)."""
-    frac = Fraction(float(ratio)).limit_denominator(1000)
-    return f"{frac.numerator}/{frac.denominator}"
-
-
 def check_multitask_config(cfg: DictConfig) -> None:
     """Validate the ``multitask`` group and its cross-key consistency.
 
@@ -162,7 +169,7 @@ def check_multitask_config(cfg: DictConfig) -> None:
         )
     area = 4 * 4  # node maps are the last block's 4x4 (32 px input, three stride-2 stages)
     for r in m.bandwidth_ratios:
-        k = symbols_for_ratio(float(r), source_dims(cfg))
+        k = symbols_for_ratio(float(r), SOURCE_DIMS)
         if k < len(tasks) or any((2 * k_t) % area for k_t in split_symbols(k, len(tasks))):
             raise ConfigError(
                 f"multitask.bandwidth_ratios: R={float(r):g} gives k={k} channel uses; each "
@@ -189,3 +196,59 @@ def _check_when_present(cfg: DictConfig) -> None:
 
 
 add_check(_check_when_present)
+
+
+def settings_from_config(cfg: DictConfig) -> MultitaskSettings:
+    """Validate ``cfg`` (:func:`check_multitask_config`) and translate it into typed settings."""
+    check_multitask_config(cfg)
+    m = cfg.multitask
+    root = ""
+    if str(m.dataset) == "cifar10":
+        root = str(resolve_data_root(cfg.paths.get("data_root"), project_root(cfg)))
+    low, high = (float(s) for s in m.train_snr_db)
+    return MultitaskSettings(
+        link=LinkSpec(
+            tasks=tuple(str(t) for t in m.tasks),
+            widths=tuple(int(w) for w in m.encoder.widths),
+            blocks_per_stage=int(m.encoder.blocks_per_stage),
+            node_channels=int(m.gai.node_channels),
+            heads=int(m.gai.heads),
+            iterations=int(m.gai.iterations),
+            relation_hidden=int(m.gai.relation_hidden),
+            decoder_hidden=int(m.decoder_hidden),
+        ),
+        data=DataSpec(
+            dataset=str(m.dataset),
+            num_samples=int(m.num_samples),
+            test_fraction=float(m.test_fraction),
+            cifar_per_class=int(m.cifar_per_class),
+            data_root=root,
+            seed=int(cfg.seed),
+        ),
+        local=LocalTraining(
+            epochs=int(m.local_epochs),
+            batch_size=int(m.batch_size),
+            lr=float(m.lr),
+            loss_weights=tuple(float(w) for w in m.loss_weights),
+            train_snr_db=(low, high),
+            eval_snr_db=tuple(float(s) for s in cfg.channel.snr_db),
+            eval_batch_size=int(m.eval_batch_size),
+        ),
+        methods=tuple(str(x) for x in m.methods),
+        bandwidth_ratios=tuple(float(r) for r in m.bandwidth_ratios),
+        num_devices=int(m.num_devices),
+        rounds=int(m.rounds),
+        timeout=float(m.timeout),
+        seed=int(cfg.seed),
+        num_threads=int(cfg.num_threads),
+    )
+
+
+@lru_cache(maxsize=8)
+def _settings(items: tuple[tuple[str, Any], ...]) -> MultitaskSettings:
+    return settings_from_config(config_from_run_config(dict(items)))
+
+
+def settings_for_run(run_config: Mapping[str, Any]) -> MultitaskSettings:
+    """The typed settings of a Flower run config, composed once per process and run config."""
+    return _settings(tuple(sorted(run_config.items())))

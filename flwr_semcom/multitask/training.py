@@ -15,40 +15,41 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 
 from flwr_semcom.channels import AWGNChannel
 from flwr_semcom.multitask.data import Batch
-from flwr_semcom.multitask.settings import source_dims
+from flwr_semcom.multitask.spec import SOURCE_DIMS, LinkSpec
 from flwr_semcom.multitask.system import MultiTaskSemCom, symbols_for_ratio
 from flwr_semcom.multitask.tasks import Task, build_task
 
 __all__ = ["TrainStats", "build_model", "build_tasks", "evaluate", "train_local"]
 
 
-def build_tasks(cfg: DictConfig) -> list[Task]:
-    """The configured tasks (10 classes for both data sets; 3-channel reconstruction)."""
-    return [build_task(str(t), num_classes=10, out_channels=3) for t in cfg.multitask.tasks]
+def build_tasks(link: LinkSpec) -> list[Task]:
+    """The link's tasks (10 classes for both data sets; 3-channel reconstruction)."""
+    return [build_task(t, num_classes=10, out_channels=3) for t in link.tasks]
 
 
-def build_model(cfg: DictConfig, method: str, ratio: float, seed: int) -> MultiTaskSemCom:
-    """The link of ``method`` at bandwidth ratio ``ratio``, initialised from ``seed``."""
-    m = cfg.multitask
+def build_model(link: LinkSpec, method: str, ratio: float, seed: int) -> MultiTaskSemCom:
+    """The link of ``method`` at bandwidth ratio ``ratio``, initialised from ``seed``.
+
+    The global RNG is forked, so building a model draws nothing from the caller's stream.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MultiTaskSemCom(
-            build_tasks(cfg),
+            build_tasks(link),
             method,
-            symbols_for_ratio(float(ratio), source_dims(cfg)),
+            symbols_for_ratio(float(ratio), SOURCE_DIMS),
             image_size=32,
             in_channels=3,
-            widths=[int(w) for w in m.encoder.widths],
-            blocks_per_stage=int(m.encoder.blocks_per_stage),
-            node_channels=int(m.gai.node_channels),
-            heads=int(m.gai.heads),
-            iterations=int(m.gai.iterations),
-            relation_hidden=int(m.gai.relation_hidden),
-            decoder_hidden=int(m.decoder_hidden),
+            widths=list(link.widths),
+            blocks_per_stage=link.blocks_per_stage,
+            node_channels=link.node_channels,
+            heads=link.heads,
+            iterations=link.iterations,
+            relation_hidden=link.relation_hidden,
+            decoder_hidden=link.decoder_hidden,
         )
 
 

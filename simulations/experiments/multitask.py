@@ -14,6 +14,12 @@ row per round, method, R and SNR: task metrics, train losses, cumulative paramet
 over each baseline, the paper's measure), ``<task>_vs_R.png``, ``<task>_vs_snr.png``,
 ``ledger.csv/json``, ``summary.json``.
 
+This runner is the experiment's edge: it translates the composed hydra config into typed
+settings (:func:`~flwr_semcom.multitask.settings.settings_from_config`) and builds typed
+objects from them; the strategy, the link and the devices' handlers never see the config.
+The same seed gives byte-equal metrics, ledger and summary (wall times excluded): the
+strategy aggregates in partition order and every random draw is seeded from ``seed``.
+
 Run: ``semcom-run --experiment multitask`` (or ``flwr run . --run-config
 'experiment="multitask"'``).
 """
@@ -40,12 +46,14 @@ from flwr_semcom.multitask.report import (
     plot_all,
     table_markdown,
 )
-from flwr_semcom.multitask.settings import check_multitask_config, ratio_label, source_dims
+from flwr_semcom.multitask.settings import settings_from_config
+from flwr_semcom.multitask.spec import SOURCE_DIMS, MultitaskSettings, ratio_label
 from flwr_semcom.multitask.system import symbols_for_ratio
+from flwr_semcom.multitask.tasks import Task
 from flwr_semcom.multitask.training import build_model, build_tasks
 from flwr_semcom.results import Results, new_run_dir, write_csv
 from simulations.common import output_root, wait_for_nodes
-from strategies.fedavg_multitask import FedAvgMultitask
+from strategies.fedavg_multitask import FedAvgMultitask, RoundReport
 
 __all__ = ["num_nodes", "run"]
 
@@ -55,64 +63,120 @@ def num_nodes(cfg: DictConfig) -> int:
     return int(cfg.multitask.num_devices)
 
 
+def _round_rows(
+    report: RoundReport, method: str, ratio: float, tasks: list[Task], snrs: list[float]
+) -> list[dict[str, Any]]:
+    """One history row per evaluation SNR: exact task metrics, train losses, bytes."""
+    metrics = P.metrics_from_sums(report.evaluation, tasks, snrs)
+    train = report.train
+    nan = float("nan")
+    return [
+        {
+            "round": report.round,
+            "method": method,
+            "ratio": ratio,
+            "snr_db": snr,
+            **{f"{t.name}_{t.metric}": per_task[t.name] for t in tasks},
+            "train_loss": train.get("loss", nan),
+            **{f"train_loss_{t.name}": train.get(f"loss-{t.name}", nan) for t in tasks},
+            "test_images": int(report.evaluation["num-examples"]),
+            "bytes_up": report.bytes_up,
+            "bytes_down": report.bytes_down,
+            "elapsed_s": report.elapsed_s,
+        }
+        for snr, per_task in metrics.items()
+    ]
+
+
+def _train_link(
+    grid: Grid,
+    settings: MultitaskSettings,
+    method: str,
+    ratio: float,
+    ledger: CommLedger,
+    results: Results,
+) -> dict[str, Any]:
+    """FedAvg of one (method, R) link; its rows go to ``results`` as the rounds finish."""
+    tasks = build_tasks(settings.link)
+    snrs = list(settings.local.eval_snr_db)
+    model = build_model(settings.link, method, ratio, seed=settings.seed)
+    label = f"{method}/R={ratio_label(ratio)}"
+    params = sum(p.numel() for p in model.parameters())
+    log(
+        INFO,
+        "[multitask] %s: k=%d channel uses per image (%s), %d parameters, %d devices",
+        label,
+        model.num_symbols,
+        "+".join(str(k) for k in model.symbols),
+        params,
+        settings.num_devices,
+    )
+
+    def on_round(report: RoundReport) -> None:
+        rows = _round_rows(report, method, ratio, tasks, snrs)
+        for row in rows:
+            results.add(row)
+        parts = " | ".join(
+            f"{row['snr_db']:g} dB: "
+            + " ".join(f"{t.metric} {row[f'{t.name}_{t.metric}']:.4f}" for t in tasks)
+            for row in rows
+        )
+        log(
+            INFO,
+            "[multitask] %s round %d/%d: loss %.4f | %s | params up %.2f MB down %.2f MB | %.0f s",
+            label,
+            report.round,
+            settings.rounds,
+            report.train.get("loss", float("nan")),
+            parts,
+            report.bytes_up / 1e6,
+            report.bytes_down / 1e6,
+            report.elapsed_s,
+        )
+
+    strategy = FedAvgMultitask(
+        num_devices=settings.num_devices,
+        task_params={"method": method, "ratio": ratio},
+        train_message_type=P.FIT,
+        evaluate_message_type=P.EVAL,
+        ledger=ledger,
+        label=label,
+        on_round=on_round,
+    )
+    t_run = time.perf_counter()
+    strategy.start(
+        grid,
+        P.to_record(model.state_dict()),
+        num_rounds=settings.rounds,
+        timeout=settings.timeout,
+        train_config=ConfigRecord({}),
+        evaluate_config=ConfigRecord({}),
+    )
+    return {
+        "method": method,
+        "ratio": ratio,
+        "R": ratio_label(ratio),
+        "channel_uses_per_image": model.num_symbols,
+        "parameters": params,
+        "wall_s": time.perf_counter() - t_run,
+    }
+
+
 def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
     """Train and evaluate every (R, method); write the results folder; return the summary."""
-    check_multitask_config(cfg)
-    torch.set_num_threads(int(cfg.num_threads))
+    settings = settings_from_config(cfg)
+    torch.set_num_threads(settings.num_threads)
     t0 = time.perf_counter()
-    m = cfg.multitask
     results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
     results.save_config(cfg)
-    devices = int(m.num_devices)
-    wait_for_nodes(grid, devices, timeout=120.0)
+    wait_for_nodes(grid, settings.num_devices, timeout=120.0)
     ledger = CommLedger()
-    tasks = build_tasks(cfg)
-    snrs = [float(s) for s in cfg.channel.snr_db]
-    runs = []
-    for ratio in [float(r) for r in m.bandwidth_ratios]:
-        for method in [str(x) for x in m.methods]:
-            model = build_model(cfg, method, ratio, seed=int(cfg.seed))
-            label = f"{method}/R={ratio_label(ratio)}"
-            params = sum(p.numel() for p in model.parameters())
-            log(
-                INFO,
-                "[multitask] %s: k=%d channel uses per image (%s), %d parameters, %d devices",
-                label,
-                model.num_symbols,
-                "+".join(str(k) for k in model.symbols),
-                params,
-                devices,
-            )
-            strategy = FedAvgMultitask(
-                method,
-                ratio,
-                tasks,
-                snrs,
-                devices,
-                ledger,
-                on_round=results.add,
-                label=label,
-                num_rounds=int(m.rounds),
-            )
-            t_run = time.perf_counter()
-            strategy.start(
-                grid,
-                P.to_record(model.state_dict()),
-                num_rounds=int(m.rounds),
-                timeout=float(m.timeout),
-                train_config=ConfigRecord({}),
-                evaluate_config=ConfigRecord({}),
-            )
-            runs.append(
-                {
-                    "method": method,
-                    "ratio": ratio,
-                    "R": ratio_label(ratio),
-                    "channel_uses_per_image": model.num_symbols,
-                    "parameters": params,
-                    "wall_s": time.perf_counter() - t_run,
-                }
-            )
+    tasks = build_tasks(settings.link)
+    runs = [
+        _train_link(grid, settings, method, ratio, ledger, results)
+        for ratio in settings.bandwidth_ratios
+        for method in settings.methods
+    ]
     final = final_rows(results.rows)
     gain_rows = gains(final, tasks)
     folder = results.dir
@@ -130,10 +194,9 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
     summary = {
         "results_dir": str(folder.resolve()),
         "wall_time_s": wall,
-        "source_dims": source_dims(cfg),
+        "source_dims": SOURCE_DIMS,
         "channel_uses_per_image": {
-            ratio_label(float(r)): symbols_for_ratio(float(r), source_dims(cfg))
-            for r in m.bandwidth_ratios
+            ratio_label(r): symbols_for_ratio(r, SOURCE_DIMS) for r in settings.bandwidth_ratios
         },
         "runs": runs,
         "final": final,
