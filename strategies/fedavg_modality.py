@@ -14,7 +14,7 @@ back to each of them. Devices of different modalities are never averaged togethe
   it.
 - :func:`average_split_clients`: the same average for models that live in the split runtime
   (Stage I ``split`` and Stage II): weights fetched with ``query.split_state``, sent back
-  with ``train.p1_set_weights``.
+  with ``train.split_set_model`` (the split runtime's own actions).
 
 Every transfer (parameters up, parameters down) is counted in the ledger with the stage
 it belongs to. With D = 1 nothing is averaged and nothing is sent.
@@ -28,19 +28,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from logging import INFO, WARNING
+from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from flwr_semcom.accounting import CommLedger
+from flwr_semcom.accounting import CommLedger, record_nbytes
 from flwr_semcom.guard import NonFiniteError, nonfinite_summary
-from flwr_semcom.paper1.client import SET_WEIGHTS
-from flwr_semcom.split.exchange import ClientInfo, exchange
-from flwr_semcom.split.protocol import QUERY_STATE, record_nbytes
+from flwr_semcom.runtime.messaging import ClientInfo, send
+from flwr_semcom.split.protocol import QUERY_STATE, SET_MODEL
 
 __all__ = [
     "FedAvgModality",
@@ -194,7 +193,8 @@ class FedAvgModality(Strategy):
         self._by_node = {c.node_id: c for c in self.clients}
 
     def label(self, client: ClientInfo) -> str:
-        return f"{client.partition_id}:{client.role}"
+        """The ledger's client column (``"<partition>:<role>"``)."""
+        return client.label
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -300,9 +300,8 @@ def average_split_clients(
     clients: Sequence[ClientInfo],
     *,
     task: str,
-    experiment: str,
-    overrides: str,
     num_examples: Mapping[int, float],
+    task_params: Mapping[str, Any] | None = None,
     ledger: CommLedger,
     stage: str,
     server_round: int,
@@ -313,29 +312,21 @@ def average_split_clients(
 
     Fetches each client's model (``query.split_state`` with ``weights``), averages per
     modality with weights ``num_examples[partition_id]`` and stores the average on every
-    client of the modality (``train.p1_set_weights``). Counts parameters up and down.
-    Returns the averages by modality.
+    client of the modality (``train.split_set_model``, record ``"weights"``). ``task_params``
+    go into both config records beside the task name (what the client builds the task from).
+    Counts parameters up and down. Returns the averages by modality.
     """
     msgs = [
         Message(
             RecordDict(
-                {
-                    "config": ConfigRecord(
-                        {
-                            "experiment": experiment,
-                            "overrides": overrides,
-                            "task": task,
-                            "weights": True,
-                        }
-                    )
-                }
+                {"config": ConfigRecord({**dict(task_params or {}), "task": task, "weights": True})}
             ),
             c.node_id,
             QUERY_STATE,
         )
         for c in clients
     ]
-    replies = exchange(
+    replies = send(
         grid, msgs, clients, action=QUERY_STATE, poll_interval=poll_interval, timeout=timeout
     )
     items = []
@@ -347,7 +338,7 @@ def average_split_clients(
             kind="parameters",
             nbytes=record_nbytes(arrays),
             round=server_round,
-            client=f"{c.partition_id}:{c.role}",
+            client=c.label,
         )
         items.append((c.role, arrays, float(num_examples[c.partition_id])))
     averages = aggregate_by_modality(
@@ -356,7 +347,10 @@ def average_split_clients(
     down = []
     for c in clients:
         content = RecordDict(
-            {"config": ConfigRecord({"target": task}), "weights": averages[c.role]}
+            {
+                "config": ConfigRecord({**dict(task_params or {}), "task": task}),
+                "weights": averages[c.role],
+            }
         )
         ledger.record(
             direction="down",
@@ -364,13 +358,15 @@ def average_split_clients(
             kind="parameters",
             nbytes=record_nbytes(averages[c.role]),
             round=server_round,
-            client=f"{c.partition_id}:{c.role}",
+            client=c.label,
         )
-        down.append(Message(content, c.node_id, SET_WEIGHTS))
-    exchange(grid, down, clients, action=SET_WEIGHTS, poll_interval=poll_interval, timeout=timeout)
+        down.append(Message(content, c.node_id, SET_MODEL))
+    send(
+        grid,
+        down,
+        clients,
+        action=SET_MODEL,
+        poll_interval=poll_interval,
+        timeout=timeout,
+    )
     return averages
-
-
-def state_of(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
-    """An ArrayRecord as a torch state dict (copies)."""
-    return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in arrays.items()}

@@ -1,112 +1,95 @@
-"""Stage I strategies of paper 1: label-free pretraining in three placements.
+"""Stage I placements: label-free pretraining on the devices, split, or at the server.
 
 Paper 1 (Zhao et al., arXiv 2503.13940), Sec. III-A and Algorithm 1 ("No communication during
-pre-training"). We implement where Stage I runs and count what it costs (ledger stage
-``pretrain``), see :mod:`flwr_semcom.paper1.settings` for the valid method/placement pairs:
+pre-training"). These strategies say *where* Stage I runs and count what it costs (ledger stage
+``pretrain``); *what* is trained (models, losses, data) comes from the caller, so nothing here
+names a paper (paper 1 wires them in :mod:`simulations.experiments._paper1_stages`):
 
-- :class:`LocalPretrain` (``local``): every device runs passes of its method's intra-modal
-  loss on its own shard (``train.p1_pretrain_local``). Nothing but control messages crosses a
-  link; with D > 1 devices per modality the encoders of a modality are FedAvg-ed every round
-  (parameters up and down, :class:`~strategies.fedavg_modality.FedAvgModality`).
-- :class:`ShardedSplit` (``split``, and Stage II): the split runtime
-  (:class:`~strategies.split_training.SplitTraining`) with paper 1's tasks, one runtime
-  strategy per shard (devices ``rgb-k``/``depth-k`` and the shard's IDs), then FedAvg per
-  modality when D > 1. Stage I ``split`` sends projector outputs up and the gradients of
-  the cross-modal term down.
-- :class:`ServerPretrain` (``server``): the server pretrains both encoders on the unlabelled
-  paired training scenes (DeCUR: full loss; baselines: their loss per modality), then
-  downloads each device's encoder (parameters down; ``train.p1_init_finetune``).
+- :class:`LocalPretrain` (``local``): every device runs a local pass (client action
+  ``message_type``, e.g. paper 1's ``train.p1_pretrain_local``) on its own shard. Nothing
+  but control messages crosses a link; with ``fedavg`` (D > 1 devices per modality) the
+  models of a modality are FedAvg-ed every round (parameters up and down,
+  :class:`~strategies.fedavg_modality.FedAvgModality`).
+- :class:`ShardedSplit` (``split``, and Stage II): one split-runtime strategy
+  (:class:`~strategies.split_training.SplitTraining`) per shard, then FedAvg per modality
+  when there are several shards.
+- :class:`ServerPretrain` (``server``): a :class:`CentralTrainer` trains at the server (on
+  data the server holds), then each device downloads its role's part (parameters down).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from logging import INFO
-from typing import Any
+from typing import Any, Protocol
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from omegaconf import DictConfig, OmegaConf
 
-from flwr_semcom.accounting import CommLedger
-from flwr_semcom.config import resolve_device
-from flwr_semcom.models.transmitter import DeviceTransmitter
-from flwr_semcom.paper1.client import INIT_FINETUNE, PRETRAIN_LOCAL, SET_WEIGHTS
-from flwr_semcom.paper1.models import build_ssl_transmitter, encoder_state, make_pretrain_sgd
-from flwr_semcom.paper1.pretrain import ssl_pass
-from flwr_semcom.paper1.stability import NonFiniteError
-from flwr_semcom.split.exchange import ClientInfo, exchange
-from flwr_semcom.split.protocol import record_nbytes
-from flwr_semcom.split.rgbd import load_modality
-from flwr_semcom.split.tasks import ServerTask
+from flwr_semcom.accounting import CommLedger, record_nbytes
+from flwr_semcom.guard import NonFiniteError
+from flwr_semcom.runtime.messaging import ClientInfo, send
 from strategies.fedavg_modality import FedAvgModality, average_split_clients, split_modalities
 from strategies.split_training import SplitTraining
 
-__all__ = [
-    "LocalPretrain",
-    "ServerPretrain",
-    "ShardedSplit",
-    "module_record_from_state",
-    "stage1_cfg",
-]
-
-
-def stage1_cfg(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with the split schedule keys (batch size, S) taken from ``pretrain``."""
-    out = cfg.copy()
-    OmegaConf.set_struct(out, False)
-    out.strategy.batch_size = int(cfg.pretrain.batch_size)
-    out.strategy.steps_per_message = int(cfg.pretrain.steps_per_message)
-    out.strategy.rounds = max(1, int(cfg.pretrain.rounds))
-    return out
+__all__ = ["CentralTrainer", "LocalPretrain", "ServerPretrain", "ShardedSplit"]
 
 
 class LocalPretrain(FedAvgModality):
-    """Stage I ``local``: intra-modal passes on the devices, FedAvg per modality if D > 1.
+    """Stage I ``local``: a local pass on every device per round, FedAvg per modality if asked.
 
     Parameters
     ----------
-    cfg
-        The composed config of the method (``pretrain.method`` set).
     clients
         Every device (role = modality).
-    experiment, overrides
-        What the clients compose their config from (``pretrain.method`` in ``overrides``).
+    message_type
+        The client action of one local pass (it answers ``"metrics"`` with ``num-examples``,
+        ``"weights"`` when the config says ``upload``, or an ``"error"`` ConfigRecord with a
+        ``message`` when the pass went non-finite).
+    set_weights_action
+        The client action that installs a model (config ``target`` = ``"local"``, record
+        ``"weights"``); used by :meth:`finish` when ``fedavg``.
+    config
+        Typed values every pass message carries (e.g. ``{"method": "simclr"}``); ``upload``
+        and ``round`` are added.
+    fedavg
+        Average the models of each modality after every round (D > 1 devices per modality).
     ledger
-        Ledger of the method (stage ``pretrain``).
+        Where transfers are counted (stage ``pretrain``).
+    method
+        Named in the error raised when a device reports a non-finite pass.
     poll_interval, timeout
-        Reply polling (``strategy.poll_interval`` / ``strategy.timeout``).
+        Reply polling, seconds.
     """
 
     def __init__(
         self,
-        cfg: DictConfig,
         clients: Sequence[ClientInfo],
         *,
-        experiment: str,
-        overrides: str,
+        message_type: str,
+        set_weights_action: str,
+        config: Mapping[str, Any],
+        fedavg: bool,
         ledger: CommLedger,
+        method: str = "",
         poll_interval: float = 0.005,
         timeout: float = 600.0,
     ) -> None:
-        super().__init__(clients, PRETRAIN_LOCAL, stage="pretrain", ledger=ledger)
-        self.cfg = cfg
-        self.method = str(cfg.pretrain.method)
-        self.experiment = experiment
-        self.overrides = overrides
-        self.fedavg = int(cfg.data.devices_per_modality) > 1
+        super().__init__(clients, message_type, stage="pretrain", ledger=ledger)
+        self.config = dict(config)
+        self.set_weights_action = set_weights_action
+        self.method = method
+        self.fedavg = bool(fedavg)
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.global_arrays = ArrayRecord()
 
     def base_config(self) -> ConfigRecord:
-        return ConfigRecord(
-            {"experiment": self.experiment, "overrides": self.overrides, "upload": self.fedavg}
-        )
+        """The config record of a pass message (``round`` is added per round)."""
+        return ConfigRecord({**self.config, "upload": self.fedavg})
 
     def check_replies(self, server_round: int, replies: Sequence[Message]) -> None:
         """Raise :class:`NonFiniteError` if a device reported a non-finite loss or gradient."""
@@ -123,11 +106,11 @@ class LocalPretrain(FedAvgModality):
         msgs = list(
             self.configure_train(server_round, self.global_arrays, self.base_config(), grid)
         )
-        replies = exchange(
+        replies = send(
             grid,
             msgs,
             self.clients,
-            action=PRETRAIN_LOCAL,
+            action=self.message_type,
             poll_interval=self.poll_interval,
             timeout=self.timeout,
         )
@@ -140,7 +123,7 @@ class LocalPretrain(FedAvgModality):
         return out
 
     def finish(self, grid: Grid, server_round: int) -> None:
-        """Send the last FedAvg average to every device (D > 1 only)."""
+        """Send the last FedAvg average to every device (``fedavg`` only)."""
         if not self.fedavg or not len(self.global_arrays):
             return
         per_modality = split_modalities(self.global_arrays)
@@ -157,12 +140,12 @@ class LocalPretrain(FedAvgModality):
             content = RecordDict(
                 {"config": ConfigRecord({"target": "local"}), "weights": per_modality[c.role]}
             )
-            msgs.append(Message(content, c.node_id, SET_WEIGHTS))
-        exchange(
+            msgs.append(Message(content, c.node_id, self.set_weights_action))
+        send(
             grid,
             msgs,
             self.clients,
-            action=SET_WEIGHTS,
+            action=self.set_weights_action,
             poll_interval=self.poll_interval,
             timeout=self.timeout,
         )
@@ -173,78 +156,68 @@ class ShardedSplit:
 
     Parameters
     ----------
-    cfg
-        The composed config (its ``strategy`` keys drive the schedule).
+    shards
+        One :class:`SplitTraining` per shard, in shard order (they may share a server model).
     clients
-        Every device in partition order (``rgb-0..rgb-(D-1)``, then ``depth-0..``).
-    server_tasks
-        One server task per shard (they may share a decoder).
-    experiment, overrides
-        What the clients compose their config from.
+        Every device in partition order (``rgb-0..rgb-(D-1)``, then ``depth-0..``): shard k's
+        strategy gets devices ``m·D + k`` of every modality m.
     stage
-        ``"pretrain"`` or ``"finetune"`` (ledger and seed streams).
+        ``"pretrain"`` or ``"finetune"`` (ledger stage of the FedAvg transfers).
     ledger
-        Ledger of the method.
+        Where the FedAvg transfers are counted (the shards count their own).
     num_examples
         ``{partition_id: samples}`` FedAvg weights.
     """
 
     def __init__(
         self,
-        cfg: DictConfig,
+        shards: Sequence[SplitTraining],
         clients: Sequence[ClientInfo],
-        server_tasks: Sequence[ServerTask],
         *,
-        experiment: str,
-        overrides: str,
         stage: str,
         ledger: CommLedger,
-        num_examples: dict[int, float],
+        num_examples: Mapping[int, float],
     ) -> None:
-        self.dpm = int(cfg.data.devices_per_modality)
-        modalities = len(cfg.data.modalities)
-        if len(server_tasks) != self.dpm or len(clients) != modalities * self.dpm:
+        self.dpm = len(shards)
+        if self.dpm == 0 or len(clients) % self.dpm:
             raise ValueError(
-                f"ShardedSplit: {len(server_tasks)} server tasks and {len(clients)} clients for "
-                f"{modalities} modalities × {self.dpm} devices"
+                f"ShardedSplit: {len(shards)} shards for {len(clients)} clients; expected "
+                "clients = modalities × shards"
             )
+        modalities = len(clients) // self.dpm
         self.clients = list(clients)
         self.stage = stage
         self.ledger = ledger
-        self.experiment = experiment
-        self.overrides = overrides
-        self.num_examples = num_examples
-        self.tasks = list(server_tasks)
-        self.client_task = self.tasks[0].client_task
-        self.strategies = []
-        for k, task in enumerate(self.tasks):
-            s = SplitTraining(
-                cfg,
-                experiment=experiment,
-                overrides=overrides,
-                stage=stage,
-                server_task=task,
-                ledger=ledger,
-            )
+        self.num_examples = dict(num_examples)
+        self.strategies = list(shards)
+        for k, s in enumerate(self.strategies):
             s.clients = [self.clients[m * self.dpm + k] for m in range(modalities)]
-            self.strategies.append(s)
-        self.poll_interval = self.strategies[0].poll_interval
-        self.timeout = self.strategies[0].timeout
+        first = self.strategies[0]
+        self.client_task = first.client_task
+        self.task_params = dict(first.task_params)
+        self.poll_interval = first.poll_interval
+        self.timeout = first.timeout
 
     def train_round(self, grid: Grid, server_round: int) -> dict[str, float]:
-        """A pass of every shard, then FedAvg per modality; sample-weighted metrics."""
+        """A pass of every shard, then FedAvg per modality; sample-weighted metrics.
+
+        Server tasks with a ``norm_stats()`` method (per-round gradient norms) contribute
+        their norms: the mean of the shards' ``*_mean`` and the max of their ``*_max``.
+        """
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         total = 0.0
         norms: dict[str, list[float]] = {}
-        for task, strategy in zip(self.tasks, self.strategies):
-            task.start_round(server_round)  # type: ignore[attr-defined]
+        for strategy in self.strategies:
+            task = strategy.server
+            task.start_round(server_round)
             row = strategy.train_round(grid, server_round)
             n = float(row.get("train_samples", 0.0))
             total += n
             for k in ("loss", "train_accuracy"):
                 sums[k] = sums.get(k, 0.0) + float(row.get(k, math.nan)) * n
-            for k, v in task.norm_stats().items():  # type: ignore[attr-defined]
+            stats: Mapping[str, float] = getattr(task, "norm_stats", dict)()
+            for k, v in stats.items():
                 norms.setdefault(k, []).append(v)
         out = {k: v / total if total else math.nan for k, v in sums.items()}
         for k, vs in norms.items():
@@ -254,8 +227,7 @@ class ShardedSplit:
                 grid,
                 self.clients,
                 task=self.client_task,
-                experiment=self.experiment,
-                overrides=self.overrides,
+                task_params=self.task_params,
                 num_examples=self.num_examples,
                 ledger=self.ledger,
                 stage=self.stage,
@@ -272,80 +244,69 @@ class ShardedSplit:
         return self.strategies[0].evaluate_round(grid, server_round)
 
 
-class ServerPretrain:
-    """Stage I ``server``: pretraining at the server, then one encoder download per device.
-
-    The server builds every modality's transmitter with the devices' initial weights
-    (:func:`~flwr_semcom.paper1.models.build_ssl_transmitter`) and runs
-    :func:`~flwr_semcom.paper1.pretrain.ssl_pass` on all training scenes (label-free).
-    """
-
-    def __init__(self, cfg: DictConfig, train_ids: torch.Tensor) -> None:
-        self.cfg = cfg
-        self.method = str(cfg.pretrain.method)
-        self.device = torch.device(resolve_device(str(cfg.device)))
-        self.modalities = [str(m) for m in cfg.data.modalities]
-        self.models: dict[str, DeviceTransmitter] = {
-            m: build_ssl_transmitter(cfg, m).to(self.device) for m in self.modalities
-        }
-        self.data = {m: load_modality(cfg, m).to(self.device) for m in self.modalities}
-        params = [p for m in self.modalities for p in self.models[m].parameters()]
-        self.optimizer = make_pretrain_sgd(params, cfg)
-        self.train_ids = train_ids
+class CentralTrainer(Protocol):
+    """What :class:`ServerPretrain` drives: training at the server, and each role's result."""
 
     def train_round(self, server_round: int) -> dict[str, float]:
+        """One pass; its metrics (``loss``, ``train_samples``, …)."""
+
+    def payload(self, role: str) -> ArrayRecord:
+        """What a device of ``role`` downloads after the last pass (e.g. its encoder)."""
+
+
+class ServerPretrain:
+    """Stage I ``server``: train at the server, then one download per device.
+
+    Parameters
+    ----------
+    trainer
+        The server-side training (paper 1: :class:`~flwr_semcom.paper1.central.ServerSSL`).
+    download_action
+        The client action that installs the download (record ``"encoder"``).
+    download_config
+        Typed values of the download message (e.g. ``{"source": "server"}``).
+    """
+
+    def __init__(
+        self,
+        trainer: CentralTrainer,
+        *,
+        download_action: str,
+        download_config: Mapping[str, Any],
+    ) -> None:
+        self.trainer = trainer
+        self.download_action = download_action
+        self.download_config = dict(download_config)
+
+    def train_round(self, server_round: int) -> dict[str, float]:
+        """One training pass at the server; its metrics and ``train_time_s``."""
         t0 = time.perf_counter()
-        stats = ssl_pass(
-            self.models,
-            self.data,
-            self.train_ids,
-            self.cfg,
-            method=self.method,
-            round_=server_round,
-            optimizer=self.optimizer,
-            stage_name="pretrain-server",
-            who="server",
-        )
-        return {
-            "loss": stats.loss,
-            "grad_norm_mean": stats.grad_norm_mean,
-            "grad_norm_max": stats.grad_norm_max,
-            "train_samples": float(stats.samples),
-            "train_time_s": time.perf_counter() - t0,
-        }
+        out = dict(self.trainer.train_round(server_round))
+        out["train_time_s"] = time.perf_counter() - t0
+        return out
 
     def download(
         self,
         grid: Grid,
         clients: Sequence[ClientInfo],
         *,
-        experiment: str,
-        overrides: str,
         ledger: CommLedger,
         server_round: int,
         poll_interval: float = 0.005,
         timeout: float = 600.0,
     ) -> None:
-        """Send each device its modality's encoder; it becomes the Stage II start model.
-
-        ``experiment`` / ``overrides`` are Stage II's. Counted as parameters down (stage
-        ``pretrain``) plus the control record.
-        """
-        encoders = {
-            m: module_record_from_state(encoder_state(self.models[m].state_dict()))
-            for m in self.modalities
-        }
+        """Send each device its role's payload; counted as parameters down (stage
+        ``pretrain``) plus the control record."""
+        payloads = {role: self.trainer.payload(role) for role in sorted({c.role for c in clients})}
         msgs = []
         for c in clients:
-            cfg = ConfigRecord(
-                {"experiment": experiment, "overrides": overrides, "source": "server"}
-            )
-            label = f"{c.partition_id}:{c.role}"
+            cfg = ConfigRecord(dict(self.download_config))
+            label = c.label
             ledger.record(
                 direction="down",
                 stage="pretrain",
                 kind="parameters",
-                nbytes=record_nbytes(encoders[c.role]),
+                nbytes=record_nbytes(payloads[c.role]),
                 round=server_round,
                 client=label,
             )
@@ -357,19 +318,14 @@ class ServerPretrain:
                 round=server_round,
                 client=label,
             )
-            content = RecordDict({"config": cfg, "encoder": encoders[c.role]})
-            msgs.append(Message(content, c.node_id, INIT_FINETUNE))
-        exchange(
-            grid, msgs, clients, action=INIT_FINETUNE, poll_interval=poll_interval, timeout=timeout
+            content = RecordDict({"config": cfg, "encoder": payloads[c.role]})
+            msgs.append(Message(content, c.node_id, self.download_action))
+        send(
+            grid,
+            msgs,
+            clients,
+            action=self.download_action,
+            poll_interval=poll_interval,
+            timeout=timeout,
         )
-        log(INFO, "server pretraining: encoders downloaded to %d devices", len(clients))
-
-
-def module_record_from_state(state: dict[str, Any]) -> ArrayRecord:
-    """A state dict as an ArrayRecord (as :func:`flwr_semcom.split.state.module_record`)."""
-    from flwr.app import Array
-
-    rec = ArrayRecord()
-    for name, tensor in state.items():
-        rec[name] = Array(tensor.detach().cpu().contiguous())
-    return rec
+        log(INFO, "server pretraining: %s downloaded to %d devices", "payloads", len(clients))

@@ -16,7 +16,9 @@ from flwr_semcom.inprocess import InProcessGrid
 from flwr_semcom.paper1 import figures
 from flwr_semcom.paper1.data import stage_ids
 from flwr_semcom.paper1.models import build_ssl_transmitter
+from flwr_semcom.paper1.stage2 import finetune_server
 from flwr_semcom.split.schedule import train_batches
+from flwr_semcom.split.settings import split_kwargs
 from simulations.experiments import multimodal
 from strategies.split_training import SplitTraining
 
@@ -143,13 +145,8 @@ def test_fedavg_keeps_one_encoder_per_modality(tmp_path: Path) -> None:
     )
     assert summary["methods"]["barlow_twins"]["stage1_bits"] > 0  # parameters up and down
     cfg = compose_config("multimodal", over)
-    from flwr_semcom.paper1.tasks import DecoderServer
-
     probe = SplitTraining(
-        cfg,
-        experiment="multimodal",
-        overrides=over,
-        server_task=DecoderServer(cfg, clients=4),
+        finetune_server(cfg, clients=4), client_task="p1_finetune", **split_kwargs(cfg)
     )
     probe.discover(grid)
     states = probe.fetch_client_states(grid)

@@ -12,10 +12,12 @@ from flwr.supercore.task_identity import TaskIdentity
 from flwr_semcom.accounting import CommLedger
 from flwr_semcom.config import ConfigError, compose_config
 from flwr_semcom.losses.decur import DeCURLoss
+from flwr_semcom.paper1.data import partition_role
 from flwr_semcom.paper1.settings import check_pretrain_config, method_key, resolve_placement
 from flwr_semcom.paper1.stability import NonFiniteError
-from flwr_semcom.paper1.tasks import DecoderServer, DeCURServer
-from flwr_semcom.split.exchange import ClientInfo
+from flwr_semcom.paper1.stage2 import finetune_server
+from flwr_semcom.paper1.tasks import decur_server
+from flwr_semcom.runtime.messaging import ClientInfo
 from flwr_semcom.split.schedule import BatchPlan
 from strategies.fedavg_modality import (
     FedAvgModality,
@@ -23,7 +25,7 @@ from strategies.fedavg_modality import (
     join_modalities,
     split_modalities,
 )
-from strategies.pretrain import LocalPretrain
+from strategies.pretrain import LocalPretrain, ServerPretrain
 
 TINY = (
     "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
@@ -159,14 +161,105 @@ def test_fedavg_modality_aggregate_train_averages_per_modality() -> None:
     assert strategy.configure_evaluate(1, ArrayRecord(), ConfigRecord({}), None) == []  # type: ignore[arg-type]
 
 
+def _local(**kw: object) -> LocalPretrain:
+    args: dict = {
+        "message_type": "train.p1_pretrain_local",
+        "set_weights_action": "train.p1_set_weights",
+        "config": {"method": "simclr"},
+        "fedavg": False,
+        "ledger": CommLedger(),
+        "method": "simclr",
+    }
+    args.update(kw)
+    return LocalPretrain(CLIENTS, **args)
+
+
+def test_local_pretrain_messages_carry_typed_values_only() -> None:
+    ledger = CommLedger()
+    local = _local(ledger=ledger)
+    msgs = list(local.configure_train(2, ArrayRecord(), local.base_config(), None))  # type: ignore[arg-type]
+    config = msgs[0].content.config_records["config"]
+    assert dict(config) == {"method": "simclr", "upload": False, "round": 2}
+    # control per client: "simclr" (6 UTF-8 bytes) + upload (bool, 1) + round (int, 8)
+    assert ledger.total("bytes", kind="control") == 4 * (6 + 1 + 8)
+    assert ledger.total("bytes", kind="parameters") == 0  # nothing but control crosses
+    assert _local(fedavg=True).base_config()["upload"] is True
+
+
 def test_local_pretrain_stops_on_a_device_reporting_non_finite_values() -> None:
-    cfg = compose_config("multimodal", TINY + " pretrain.method=simclr pretrain.placement=local")
-    local = LocalPretrain(
-        cfg, CLIENTS[:1], experiment="multimodal", overrides="", ledger=CommLedger()
-    )
+    local = _local()
     bad = _reply(11, RecordDict({"error": ConfigRecord({"message": "non-finite loss (nan)"})}))
     with pytest.raises(NonFiniteError, match="method 'simclr', stage 'pretrain', round 4"):
         local.check_replies(4, [bad])
+
+
+class _Trainer:
+    """A CentralTrainer with one weight per role."""
+
+    def __init__(self) -> None:
+        self.rounds: list[int] = []
+
+    def train_round(self, server_round: int) -> dict[str, float]:
+        self.rounds.append(server_round)
+        return {"loss": 1.0 / server_round}
+
+    def payload(self, role: str) -> ArrayRecord:
+        n = {"rgb": 3, "depth": 5}[role]
+        return _rec(w=np.zeros(n, np.float32))
+
+
+class _Grid:
+    """Answers every pushed message at once (records what was sent)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        self.sent.extend(messages)
+        return [f"m{i}" for i in range(len(messages))]
+
+    def pull_messages(self, ids: list[str]) -> list[Message]:
+        out = []
+        for mid, msg in zip(ids, self.sent[-len(ids) :]):
+            out.append(
+                received(
+                    RecordDict({"info": ConfigRecord({})}),
+                    msg.metadata.message_type,
+                    src=msg.metadata.dst_node_id,
+                    message_id=f"r-{mid}",
+                    reply_to=mid,
+                )
+            )
+        return out
+
+
+def test_server_pretrain_trains_then_counts_one_download_per_device() -> None:
+    trainer = _Trainer()
+    server = ServerPretrain(
+        trainer, download_action="train.p1_init_finetune", download_config={"source": "server"}
+    )
+    assert server.train_round(1)["loss"] == 1.0 and "train_time_s" in server.train_round(2)
+    assert trainer.rounds == [1, 2]
+    ledger, grid = CommLedger(), _Grid()
+    server.download(grid, CLIENTS, ledger=ledger, server_round=2)  # type: ignore[arg-type]
+    assert [m.content.config_records["config"]["source"] for m in grid.sent] == ["server"] * 4
+    assert [m.content.array_records["encoder"]["w"].numpy().size for m in grid.sent] == [3, 3, 5, 5]
+    # parameters down: 2 × 3 + 2 × 5 float32; control: "server" (6 bytes) per device
+    assert ledger.total("bytes", kind="parameters", direction="down", stage="pretrain") == 64
+    assert ledger.total("bytes", kind="control", stage="pretrain") == 4 * 6
+
+
+def test_one_partition_rule() -> None:
+    mods = ["rgb", "depth"]
+    assert [partition_role(mods, 1, p) for p in range(2)] == [("rgb", 0), ("depth", 0)]
+    assert [partition_role(mods, 2, p) for p in range(4)] == [
+        ("rgb", 0),
+        ("rgb", 1),
+        ("depth", 0),
+        ("depth", 1),
+    ]
+    with pytest.raises(ConfigError, match="partition-id: 4 out of range.*0..3"):
+        partition_role(mods, 2, 4)
 
 
 # ---------------------------------------------------------------- server tasks
@@ -176,7 +269,7 @@ def _plan(n: int) -> BatchPlan:
 
 def test_decur_server_loss_and_gradients_match_the_decur_loss() -> None:
     cfg = compose_config("multimodal", TINY)
-    server = DeCURServer(cfg, clients=2)
+    server = decur_server(cfg, clients=2)
     server.start_round(5)
     g = torch.Generator().manual_seed(0)
     p1, p2 = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
@@ -207,12 +300,12 @@ def test_decur_server_loss_and_gradients_match_the_decur_loss() -> None:
 def test_decur_server_refuses_single_modality_methods() -> None:
     cfg = compose_config("multimodal", TINY + " pretrain.method=simclr pretrain.placement=local")
     with pytest.raises(ConfigError, match="no cross-modal term"):
-        DeCURServer(cfg)
+        decur_server(cfg, clients=2)
 
 
 def test_decoder_server_steps_reports_norms_and_stops_on_nan() -> None:
     cfg = compose_config("multimodal", TINY)
-    server = DecoderServer(cfg, method="supervised", clients=2)
+    server = finetune_server(cfg, method="supervised", clients=2)
     server.start_round(2)
     ids = server.train_ids[:5]
     plan = BatchPlan(0, ids, 0, 0)

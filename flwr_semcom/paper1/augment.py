@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from flwr_semcom.config import ConfigError
+from flwr_semcom.rules import ConfigError
 from flwr_semcom.split.schedule import derive_seed
 
 __all__ = [

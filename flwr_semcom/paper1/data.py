@@ -12,17 +12,25 @@ devices ``rgb-k`` and ``depth-k`` hold shard k.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 
-from flwr_semcom.config import ConfigError
 from flwr_semcom.data.partition import vertical_partition
 from flwr_semcom.data.splits import stratified_split
+from flwr_semcom.rules import ConfigError
 from flwr_semcom.split.rgbd import labelled_subset, load_labels
 
-__all__ = ["StageIds", "device_modality", "num_devices", "shard_of", "stage_ids"]
+__all__ = [
+    "StageIds",
+    "device_modality",
+    "num_devices",
+    "partition_role",
+    "shard_of",
+    "stage_ids",
+]
 
 
 @dataclass(frozen=True)
@@ -61,18 +69,37 @@ def num_devices(cfg: DictConfig) -> int:
     return len(cfg.data.modalities) * int(cfg.data.devices_per_modality)
 
 
-def device_modality(cfg: DictConfig, partition_id: int) -> str:
-    """The modality of a partition: partitions ``m·D .. m·D + D - 1`` observe modality m."""
-    n = num_devices(cfg)
+def partition_role(
+    modalities: Sequence[str], devices_per_modality: int, partition_id: int
+) -> tuple[str, int]:
+    """The one partition → device rule of paper 1: ``(modality, shard)`` of a partition.
+
+    Partitions ``m·D .. m·D + D - 1`` observe modality ``modalities[m]`` (D =
+    ``devices_per_modality``); partition ``p`` holds shard ``p mod D`` (device
+    ``<modality>-<shard>``). With D = 1, partition ``p`` observes ``modalities[p]``.
+
+    Raises
+    ------
+    ConfigError
+        When ``partition_id`` is outside ``0 .. len(modalities)·D - 1``.
+    """
+    d = int(devices_per_modality)
+    n = len(modalities) * d
     if not 0 <= partition_id < n:
         raise ConfigError(
             f"partition-id: {partition_id} out of range; data.modalities × "
             f"data.devices_per_modality gives partitions 0..{n - 1}"
         )
-    return str(cfg.data.modalities[partition_id // int(cfg.data.devices_per_modality)])
+    return str(modalities[partition_id // d]), partition_id % d
+
+
+def device_modality(cfg: DictConfig, partition_id: int) -> str:
+    """The modality of a partition (:func:`partition_role` with the configured data)."""
+    return shard_of(cfg, partition_id)[0]
 
 
 def shard_of(cfg: DictConfig, partition_id: int) -> tuple[str, int]:
-    """``(modality, shard)`` of a partition (device ``<modality>-<shard>``)."""
-    modality = device_modality(cfg, partition_id)
-    return modality, partition_id % int(cfg.data.devices_per_modality)
+    """``(modality, shard)`` of a partition (:func:`partition_role` with the configured data)."""
+    return partition_role(
+        list(cfg.data.modalities), int(cfg.data.devices_per_modality), partition_id
+    )

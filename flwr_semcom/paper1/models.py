@@ -24,7 +24,7 @@ from flwr_semcom.losses.barlow_twins import BarlowTwinsLoss
 from flwr_semcom.losses.decur import DeCURLoss
 from flwr_semcom.losses.nt_xent import NTXentLoss
 from flwr_semcom.models.transmitter import DeviceTransmitter, build_transmitter
-from flwr_semcom.paper1.settings import common_dim, encoder_kwargs
+from flwr_semcom.paper1.settings import SSLSettings, ssl_settings
 from flwr_semcom.split.schedule import derive_seed
 
 __all__ = [
@@ -34,59 +34,62 @@ __all__ = [
     "encoder_state",
     "intra_loss",
     "make_pretrain_sgd",
+    "typed_settings",
 ]
 
 IntraLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Settings = SSLSettings | DictConfig
 
 
-def build_ssl_transmitter(cfg: DictConfig, modality: str) -> DeviceTransmitter:
+def typed_settings(settings: Settings) -> SSLSettings:
+    """The typed settings (a composed config is translated once, by :func:`ssl_settings`)."""
+    return settings if isinstance(settings, SSLSettings) else ssl_settings(settings)
+
+
+def build_ssl_transmitter(settings: Settings, modality: str) -> DeviceTransmitter:
     """Encoder + JSCC head + projector of ``modality``, seeded by ``(seed, modality)``."""
-    torch.manual_seed(derive_seed(int(cfg.seed), "p1-init", modality))
+    s = typed_settings(settings)
+    torch.manual_seed(derive_seed(s.seed, "p1-init", modality))
     return build_transmitter(
         modality,
-        str(cfg.model.encoder),
-        int(cfg.data.image_size),
-        int(cfg.model.num_symbols),
-        projector_widths=[int(w) for w in cfg.pretrain.projector],
-        encoder_kwargs=encoder_kwargs(cfg),
+        s.encoder,
+        s.image_size,
+        s.num_symbols,
+        projector_widths=list(s.projector),
+        encoder_kwargs=s.encoder_kwargs,
     )
 
 
-def decur_loss(cfg: DictConfig) -> DeCURLoss:
+def decur_loss(settings: Settings) -> DeCURLoss:
     """DeCUR loss (eq. 7-15) with ``K_sha = common_fraction × D``."""
-    pre = cfg.pretrain
-    return DeCURLoss(common_dim(pre), float(pre.lambda_offdiag), reduction=str(pre.reduction))
+    s = typed_settings(settings)
+    return DeCURLoss(s.common_dim, s.lambda_offdiag, reduction=s.reduction)
 
 
-def intra_loss(cfg: DictConfig, method: str) -> IntraLoss:
+def intra_loss(settings: Settings, method: str) -> IntraLoss:
     """The intra-modal loss of ``method`` between two views' projector outputs.
 
     ``decur``: eq. 10 (Barlow Twins form, weighted as in DeCUR's reduction); ``barlow_twins``:
     eq. 19; ``simclr``: NT-Xent, eq. 18.
     """
-    pre = cfg.pretrain
+    s = typed_settings(settings)
     if method == "decur":
-        loss = decur_loss(cfg)
+        loss = decur_loss(s)
         w = loss.weights["intra_1"]
         return lambda a, b: w * loss.intra_term(a, b)
     if method == "barlow_twins":
-        return BarlowTwinsLoss(float(pre.lambda_offdiag))
+        return BarlowTwinsLoss(s.lambda_offdiag)
     if method == "simclr":
-        return NTXentLoss(float(pre.temperature))
+        return NTXentLoss(s.temperature)
     raise ValueError(
         f"method {method!r} has no intra-modal loss; valid: decur, barlow_twins, simclr"
     )
 
 
-def make_pretrain_sgd(params: Any, cfg: DictConfig) -> torch.optim.Optimizer:
-    """SGD with ``pretrain.lr``, ``pretrain.momentum`` and ``pretrain.weight_decay``."""
-    pre = cfg.pretrain
-    return torch.optim.SGD(
-        params,
-        lr=float(pre.lr),
-        momentum=float(pre.momentum),
-        weight_decay=float(pre.weight_decay),
-    )
+def make_pretrain_sgd(params: Any, settings: Settings) -> torch.optim.Optimizer:
+    """SGD with the Stage I ``lr``, ``momentum`` and ``weight_decay``."""
+    s = typed_settings(settings)
+    return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
 
 
 def encoder_state(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:

@@ -23,11 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 
 from flwr_semcom.models.transmitter import DeviceTransmitter
-from flwr_semcom.paper1.augment import AugmentConfig, two_views
-from flwr_semcom.paper1.models import decur_loss, intra_loss
+from flwr_semcom.paper1.augment import two_views
+from flwr_semcom.paper1.models import Settings, decur_loss, intra_loss, typed_settings
 from flwr_semcom.paper1.stability import NonFiniteError
 from flwr_semcom.split.schedule import train_batches
 
@@ -49,7 +48,7 @@ def ssl_pass(
     models: Mapping[str, DeviceTransmitter],
     data: Mapping[str, torch.Tensor],
     ids: torch.Tensor,
-    cfg: DictConfig,
+    settings: Settings,
     *,
     method: str,
     round_: int,
@@ -67,8 +66,9 @@ def ssl_pass(
         ``{modality: [N, C, H, W]}`` images (indexed by sample ID).
     ids
         Training IDs of the pass (label-free).
-    cfg
-        The composed config (``pretrain`` group).
+    settings
+        Stage I settings (:class:`~flwr_semcom.paper1.settings.SSLSettings`: batch size,
+        seed, augmentation, losses).
     method
         ``decur``, ``barlow_twins`` or ``simclr``.
     round_
@@ -86,15 +86,13 @@ def ssl_pass(
         On a non-finite loss or gradient (method, stage ``pretrain`` and round named); the
         step is not applied.
     """
-    pre = cfg.pretrain
-    aug = AugmentConfig.from_mapping(pre.get("augment"))
-    batches = train_batches(
-        ids, int(pre.batch_size), seed=int(cfg.seed), round_=round_, stage=stage_name
-    )
+    s = typed_settings(settings)
+    aug = s.augment
+    batches = train_batches(ids, s.batch_size, seed=s.seed, round_=round_, stage=stage_name)
     mods = list(models)
     full_decur = method == "decur" and len(mods) >= 2
-    joint = decur_loss(cfg) if full_decur else None
-    intra = None if full_decur else intra_loss(cfg, method)
+    joint = decur_loss(s) if full_decur else None
+    intra = None if full_decur else intra_loss(s, method)
     params = [p for m in mods for p in models[m].parameters() if p.requires_grad]
     suffix = f" ({who})" if who else ""
     for m in mods:

@@ -29,11 +29,13 @@ Valid combinations (``placement: auto`` picks the first):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
 
-from flwr_semcom.config import (
+from flwr_semcom.paper1.augment import AugmentConfig
+from flwr_semcom.rules import (
     ConfigError,
     Rule,
     add_check,
@@ -51,9 +53,11 @@ __all__ = [
     "PLACEMENTS",
     "PRETRAIN_RULES",
     "VALID_PLACEMENTS",
+    "SSLSettings",
     "check_pretrain_config",
     "method_key",
     "resolve_placement",
+    "ssl_settings",
 ]
 
 #: Stage I methods (``pretrain.method``); ``none`` = supervised from scratch.
@@ -193,8 +197,6 @@ def check_pretrain_config(cfg: DictConfig) -> None:
         if key not in pre:
             raise ConfigError(f"pretrain.{key}: missing; see conf/experiment/multimodal.yaml")
     resolve_placement(str(pre.method), str(pre.placement))
-    from flwr_semcom.paper1.augment import AugmentConfig
-
     augment = pre.get("augment")
     AugmentConfig.from_mapping(None if augment is None else dict(augment))
     proj = list(pre.projector)
@@ -233,3 +235,77 @@ def common_dim(pre: Mapping[str, Any] | DictConfig) -> int:
     """K_sha = round(common_fraction × D) (DeCUR: 75 % for RGB-D)."""
     d = int(list(pre["projector"])[-1])
     return int(round(float(pre["common_fraction"]) * d))
+
+
+@dataclass(frozen=True)
+class SSLSettings:
+    """Stage I settings, typed: the SSL transmitter and the ``pretrain`` group.
+
+    Built once from the composed config by :func:`ssl_settings` (the only place that reads
+    the ``pretrain`` keys); the models, losses and passes of Stage I take this object.
+
+    Attributes
+    ----------
+    seed
+        Run seed (initial weights: ``derive_seed(seed, "p1-init", modality)``; batches).
+    encoder, image_size, num_symbols, widths
+        The device encoder (``model.*``; ``widths`` for ``small_cnn`` only, else ``None``).
+    projector
+        Projector widths; the last is D of the correlation matrices.
+    common_fraction, lambda_offdiag, reduction, temperature
+        Loss settings: K_sha / D, λ of eq. 10/13/14/19, DeCUR's reduction, SimCLR's τ.
+    lr, momentum, weight_decay, batch_size
+        SGD and the batch size of a Stage I pass.
+    augment
+        The two-view augmentation (``pretrain.augment``).
+    """
+
+    seed: int
+    encoder: str
+    image_size: int
+    num_symbols: int
+    widths: tuple[int, ...] | None
+    projector: tuple[int, ...]
+    common_fraction: float
+    lambda_offdiag: float
+    reduction: str
+    temperature: float
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    augment: AugmentConfig
+
+    @property
+    def common_dim(self) -> int:
+        """K_sha = round(common_fraction × D)."""
+        return common_dim({"projector": self.projector, "common_fraction": self.common_fraction})
+
+    @property
+    def encoder_kwargs(self) -> dict[str, Any]:
+        """Extra encoder arguments (``widths``)."""
+        return {} if self.widths is None else {"widths": self.widths}
+
+
+def ssl_settings(cfg: DictConfig) -> SSLSettings:
+    """The typed Stage I settings of a composed config (``pretrain`` group required)."""
+    pre = cfg.pretrain
+    widths = encoder_kwargs(cfg).get("widths")
+    augment = pre.get("augment")
+    return SSLSettings(
+        seed=int(cfg.seed),
+        encoder=str(cfg.model.encoder),
+        image_size=int(cfg.data.image_size),
+        num_symbols=int(cfg.model.num_symbols),
+        widths=None if widths is None else tuple(widths),
+        projector=tuple(int(w) for w in pre.projector),
+        common_fraction=float(pre.common_fraction),
+        lambda_offdiag=float(pre.lambda_offdiag),
+        reduction=str(pre.reduction),
+        temperature=float(pre.temperature),
+        lr=float(pre.lr),
+        momentum=float(pre.momentum),
+        weight_decay=float(pre.weight_decay),
+        batch_size=int(pre.batch_size),
+        augment=AugmentConfig.from_mapping(augment),
+    )
