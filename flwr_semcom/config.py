@@ -1,8 +1,9 @@
 """One config source: compose `conf/` with hydra and validate it.
 
-The Flower run config (``[tool.flwr.app.config]`` / ``--run-config``) carries only two keys:
-``experiment`` (a file of ``conf/experiment/``) and ``overrides`` (hydra overrides such as
-``"channel.snr_db=5 strategy.rounds=2"``). The ServerApp and every ClientApp call
+The Flower run config (``[tool.flwr.app.config]`` / ``--run-config``) selects the
+``experiment`` (a file of ``conf/experiment/``) and carries ``overrides`` (hydra overrides such
+as ``"channel.snr_db=5 strategy.rounds=2"``) and kebab-case shortcut keys such as ``snr-db``
+(:mod:`flwr_semcom.run_config`). The ServerApp and every ClientApp call
 :func:`config_from_run_config` and so compose the same tree; no value has a default in two
 places.
 
@@ -20,13 +21,10 @@ import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-
-RUN_CONFIG_KEYS = ("experiment", "overrides")
 
 
 class ConfigError(ValueError):
@@ -313,25 +311,15 @@ def validate_config(cfg: DictConfig) -> None:
         check(cfg)
 
 
-@lru_cache(maxsize=8)
-def _cached(experiment: str, overrides: str) -> DictConfig:
-    return compose_config(experiment, overrides)
-
-
 def config_from_run_config(run_config: Mapping[str, Any]) -> DictConfig:
-    """Compose the config selected by a Flower run config (cached per process)."""
-    unknown = sorted(set(run_config) - set(RUN_CONFIG_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"run config: unknown key(s) {', '.join(unknown)}; valid keys: "
-            + ", ".join(RUN_CONFIG_KEYS)
-        )
-    experiment = run_config.get("experiment", "main")
-    overrides = run_config.get("overrides", "")
-    if not isinstance(experiment, str) or not isinstance(overrides, str):
-        raise ConfigError("run config: experiment and overrides must be strings")
-    cfg = _cached(experiment, overrides)
-    return cfg.copy()
+    """Compose the config selected by a Flower run config (a copy; cached per process).
+
+    Keys: ``experiment``, ``overrides`` and the shortcuts of
+    :data:`flwr_semcom.run_config.RUN_KEYS` (an empty string = unset).
+    """
+    from flwr_semcom.run_config import compose_run_config
+
+    return compose_run_config(run_config)
 
 
 def resolve_device(setting: str) -> str:

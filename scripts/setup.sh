@@ -11,3 +11,13 @@ if [ "${1:-}" = "dev" ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+# `source .venv/bin/activate` also turns Flower's runtime dependency installation off, so that a
+# plain `flwr run .` runs on this venv instead of uv-installing the app's dependencies (a second
+# torch with CUDA wheels) into a fresh environment for every run (README, "flwr run").
+if ! grep -q FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION .venv/bin/activate; then
+  {
+    echo ''
+    echo '# added by flwr-semcom scripts/setup.sh: no per-run dependency install by `flwr run`'
+    echo 'export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1'
+  } >> .venv/bin/activate
+fi

@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,32 +44,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulations.launch import PROJECT_ROOT, ProcessGuard, _flwr_bin, descendants, flwr_env
+import psutil
 
-DEPLOY_DIR = PROJECT_ROOT / "deploy"
-CONNECTION = "semcom"
+from simulations.deploy_startup import (
+    CONNECTION,
+    DeploymentError,
+    log_line,
+    search_int,
+    start_deployment,
+)
+from simulations.processes import (
+    PROJECT_ROOT,
+    ProcessGuard,
+    descendants,
+    find_processes,
+    flwr_bin,
+    flwr_env,
+    free_ports,
+)
 
-
-class DeploymentError(RuntimeError):
-    """A loopback deployment could not be started (one line, names the log to read)."""
-
-
-def log_line(text: str) -> None:
-    print(f"[semcom-deploy] {text}", file=sys.stderr, flush=True)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1 (held together while choosing)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+__all__ = [
+    "DeploymentError",
+    "LocalDeployment",
+    "RunResult",
+    "free_ports",
+    "local_deployment",
+    "main",
+]
 
 
 @dataclass
@@ -114,7 +114,7 @@ class LocalDeployment:
     def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run a ``flwr`` CLI command against this deployment's connection."""
         return subprocess.run(
-            [_flwr_bin("flwr"), *args],
+            [flwr_bin("flwr"), *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -145,9 +145,11 @@ class LocalDeployment:
         *,
         timeout: float = 1800.0,
         stream: bool = False,
+        words: Sequence[str] = (),
     ) -> RunResult:
         """Run ``semcom-run --experiment ... --superlink ...`` and wait for it to finish.
 
+        ``words`` are ``semcom-run``'s ``key=value`` words (``rounds=1``, ``channel.snr_db=5``);
         ``stream=True`` also copies the launcher's output to stderr as it arrives.
         """
         cmd = [
@@ -161,6 +163,7 @@ class LocalDeployment:
             "--timeout",
             str(timeout),
             *self.launcher_args(),
+            *words,
         ]
         log_file = self.workdir / "logs" / f"run-{sum(k.startswith('run-') for k in self.logs)}.log"
         self.logs[log_file.stem] = log_file
@@ -197,7 +200,7 @@ class LocalDeployment:
             returncode=int(proc.returncode),
             output=output,
             wall_s=time.monotonic() - start,
-            run_id=_search_int(r"\[semcom-run\] run (\d+):", output),
+            run_id=search_int(r"\[semcom-run\] run (\d+):", output),
             status=_search_str(r"\[semcom-run\] run \d+ (finished:\S+)", output),
             results_dir=_results_dir(output),
         )
@@ -205,30 +208,17 @@ class LocalDeployment:
     def leftover_processes(self) -> list[str]:
         """Live processes that belong to this deployment (by PID or by its paths/ports)."""
         marks = [str(self.workdir)] + [f"127.0.0.1:{p}" for p in (self.port, *self.node_ports)]
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state == "Z":
-                continue
-            if int(entry.name) in self.seen_pids or any(m in cmd for m in marks):
-                found.append(f"{entry.name} {cmd.strip()}")
-        return found
+
+        def ours(proc: psutil.Process) -> bool:
+            cmd = " ".join(proc.cmdline())
+            return proc.pid in self.seen_pids or any(m in cmd for m in marks)
+
+        return [f"{p.pid} {' '.join(p.cmdline())}" for p in find_processes(ours)]
 
 
 def _terminate_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
-
-
-def _search_int(pattern: str, text: str) -> int | None:
-    m = re.search(pattern, text)
-    return int(m.group(1)) if m else None
 
 
 def _search_str(pattern: str, text: str) -> str | None:
@@ -239,37 +229,6 @@ def _search_str(pattern: str, text: str) -> str | None:
 def _results_dir(text: str) -> Path | None:
     found = re.findall(r"results folder: (\S+)", text)
     return Path(found[-1]) if found else None
-
-
-def _script(name: str) -> str:
-    path = DEPLOY_DIR / name
-    if not os.access(path, os.X_OK):
-        raise DeploymentError(f"{path} missing or not executable")
-    return str(path)
-
-
-def _check(cmd: list[str], env: dict[str, str], cwd: Path, what: str) -> str:
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
-    if out.returncode != 0:
-        detail = (out.stderr.strip() or out.stdout.strip()).splitlines()
-        raise DeploymentError(f"{what} failed: {detail[-1] if detail else out.returncode}")
-    return out.stdout
-
-
-def _wait_log(proc: subprocess.Popen[bytes], log: Path, pattern: str, what: str, t: float) -> str:
-    deadline = time.monotonic() + t
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.exists() else ""
-        m = re.search(pattern, text)
-        if m:
-            return m.group(0)
-        if proc.poll() is not None:
-            tail = text.strip().splitlines()[-1:] or [""]
-            raise DeploymentError(
-                f"{what} exited with code {proc.returncode} ({tail[0].strip()}); see {log}"
-            )
-        time.sleep(0.2)
-    raise DeploymentError(f"{what} not ready within {t:.0f} s; see {log}")
 
 
 @contextlib.contextmanager
@@ -329,7 +288,7 @@ def local_deployment(
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     failed = True
     try:
-        _start(dep, num_nodes, tls, auth, task_poll_interval, node_config, start_timeout)
+        start_deployment(dep, num_nodes, tls, auth, task_poll_interval, node_config, start_timeout)
         yield dep
         failed = False
     finally:
@@ -343,127 +302,14 @@ def local_deployment(
             log_line(f"stopped; logs kept in {work / 'logs'}")
 
 
-def _start(
-    dep: LocalDeployment,
-    num_nodes: int,
-    tls: bool,
-    auth: bool,
-    task_poll_interval: float | None,
-    node_config: str,
-    timeout: float,
-) -> None:
-    work, env, neutral = dep.workdir, dep.env, dep.workdir / "neutral"
-    connection = [f"[superlink.{CONNECTION}]", f'address = "{dep.address}"']
-    if tls:
-        _check([_script("gen_certs.sh"), str(work / "certs")], env, neutral, "gen_certs.sh")
-        connection.append(f"root-certificates = {json.dumps(str(dep.ca))}")
-        security = ["--certs", str(work / "certs")]
-    else:
-        connection.append("insecure = true")
-        security = ["--insecure"]
-    (dep.flwr_home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n' + "\n".join(connection) + "\n"
-    )
-
-    link_log = work / "logs" / "superlink.log"
-    dep.logs["superlink"] = link_log
-    link_cmd = [_script("superlink.sh"), *security, "--port", str(dep.port)]
-    link_cmd += ["--database", str(work / "superlink.db")]
-    if not auth:
-        link_cmd.append("--no-auth")
-    with open(link_log, "wb") as fh:
-        link = dep.guard.start(link_cmd, env=env, cwd=neutral, stdout=fh, stderr=subprocess.STDOUT)
-    scheme = "https" if tls else "http"
-    log_line(f"SuperLink pid {link.pid} on {scheme}://{dep.address} (log {link_log})")
-    _wait_log(link, link_log, r"Uvicorn running on", "flower-superlink", timeout)
-
-    keys: list[Path | None] = [None] * num_nodes
-    if auth:
-        for k in range(num_nodes):
-            name = f"supernode{k}"
-            _check([_script("supernode_key.sh"), str(work / "keys"), name], env, neutral, "key")
-            out = _check(
-                [
-                    _script("register_supernode.sh"),
-                    "--superlink",
-                    dep.address,
-                    "--ca",
-                    str(dep.ca),
-                    "--name",
-                    name,
-                    str(work / "keys" / f"{name}.pub"),
-                ],
-                env,
-                neutral,
-                f"registering {name}",
-            )
-            node_id = _search_int(r"SuperNode (\d+) registered", out)
-            if node_id is None:
-                raise DeploymentError(f"registering {name}: no node id in {out.strip()!r}")
-            dep.node_ids.append(node_id)
-            keys[k] = work / "keys" / name
-
-    procs = []
-    for k in range(num_nodes):
-        cmd = [
-            _script("supernode.sh"),
-            "--superlink",
-            dep.address,
-            "--partition-id",
-            str(k),
-            "--num-partitions",
-            str(num_nodes),
-            "--port",
-            str(dep.node_ports[k]),
-        ]
-        cmd += ["--ca", str(dep.ca)] if tls else ["--insecure"]
-        if keys[k] is not None:
-            cmd += ["--key", str(keys[k])]
-        if task_poll_interval is not None:
-            cmd += ["--task-poll-interval", str(task_poll_interval)]
-        if node_config:
-            cmd += ["--node-config", node_config]
-        log = work / "logs" / f"supernode{k}.log"
-        dep.logs[f"supernode{k}"] = log
-        with open(log, "wb") as fh:
-            procs.append(
-                (
-                    dep.guard.start(cmd, env=env, cwd=neutral, stdout=fh, stderr=subprocess.STDOUT),
-                    log,
-                )
-            )
-        log_line(
-            f"SuperNode {k} pid {procs[-1][0].pid} (partition-id={k}, port {dep.node_ports[k]})"
-        )
-    for k, (proc, log) in enumerate(procs):
-        line = _wait_log(proc, log, r"SuperNode ID: \d+", f"flower-supernode {k}", timeout)
-        if not auth:
-            dep.node_ids.append(int(line.rsplit(" ", 1)[1]))
-
-    deadline = time.monotonic() + timeout
-    status: dict[int, str] = {}
-    while time.monotonic() < deadline:
-        status = dep.node_status()
-        if sum(1 for n in dep.node_ids if status.get(n) == "online") == num_nodes:
-            dep.record_pids()
-            log_line(f"{num_nodes} SuperNodes online: {', '.join(map(str, dep.node_ids))}")
-            return
-        for proc, log in procs:
-            if proc.poll() is not None:
-                raise DeploymentError(
-                    f"flower-supernode exited with code {proc.returncode}; see {log}"
-                )
-        time.sleep(1.0)
-    raise DeploymentError(
-        f"SuperNodes not online within {timeout:.0f} s (status {status}); see {work / 'logs'}"
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m simulations.deploy_local",
         description="Run an experiment on a loopback deployment: a SuperLink and N SuperNodes "
         "on 127.0.0.1 (TLS + SuperNode authentication), stopped afterwards.",
+    )
+    p.add_argument(
+        "words", nargs="*", metavar="key=value", help="as semcom-run: snr-db=5, channel.snr_db=5"
     )
     p.add_argument("--experiment", default="node_check", help="conf/experiment/<name>.yaml")
     p.add_argument("--overrides", default="", help='hydra overrides, e.g. "strategy.rounds=1"')
@@ -501,7 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             workdir=workdir,
         ) as dep:
             result = dep.run_experiment(
-                args.experiment, args.overrides, timeout=args.timeout, stream=True
+                args.experiment,
+                args.overrides,
+                timeout=args.timeout,
+                stream=True,
+                words=args.words,
             )
             where = f"; logs in {dep.workdir / 'logs'}" if workdir else ""
             log_line(

@@ -1,9 +1,12 @@
 """The Flower ServerApp: compose the config, run the selected experiment runner.
 
 ``flwr run .`` (or ``semcom-run``) → :func:`main` → ``config_from_run_config`` composes
-``conf/`` for the run config's ``experiment`` and ``overrides`` → the runner named by
+``conf/`` for the run config's ``experiment``, ``overrides`` and shortcut keys (``snr-db``,
+...; folded into ``overrides`` for the runner by
+:func:`~flwr_semcom.run_config.canonical_run_config`) → the runner named by
 ``cfg.experiment.runner`` (``simulations/experiments/<runner>.py``, function
-``run(grid, cfg, context) -> dict``) drives the strategies and writes the results folder.
+``run(grid, cfg, context) -> dict``) drives the strategies and writes the results folder. Any
+error fails the run: ``flwr list`` shows ``finished:failed``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 
 import simulations.experiments as experiments_pkg
 from flwr_semcom.config import ConfigError, config_from_run_config
+from flwr_semcom.run_config import canonical_run_config
 
 app = ServerApp()
 
@@ -37,11 +41,21 @@ def load_runner(name: str) -> Any:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    """Compose the config, run the runner; any error fails the run (``finished:failed``)."""
     try:
         cfg = config_from_run_config(context.run_config)
         runner = load_runner(cfg.experiment.runner)
+        run_config = canonical_run_config(context.run_config)
     except ConfigError as err:
         log(ERROR, "configuration error: %s", err)
         raise
+    if run_config != context.run_config:  # shortcut keys folded into `overrides`
+        context = Context(
+            run_id=context.run_id,
+            node_id=context.node_id,
+            node_config=context.node_config,
+            state=context.state,
+            run_config=run_config,
+        )
     log(INFO, "flwr-semcom: experiment=%s runner=%s", cfg.experiment.name, cfg.experiment.runner)
     runner(grid, cfg, context)

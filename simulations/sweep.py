@@ -2,11 +2,12 @@
 
 Example (paper-style SNR × method grid)::
 
-    semcom-sweep --experiment main channel.snr_db=0,10,20 strategy.steps_per_message=1,4
+    semcom-sweep --experiment main snr-db=0,10,20 strategy.steps_per_message=1,4
 
-Each argument is a hydra override; comma lists, ``range(a,b[,step])`` and ``choice(...)``
-are expanded (hydra's own override grammar) and the cartesian product is run, one
-``semcom-run`` (one Flower run) per point. Results go to
+Each ``key=value`` word is what ``semcom-run`` takes (a run-config shortcut such as ``snr-db``,
+``experiment=NAME``, or a hydra override of any ``conf/`` key); comma lists,
+``range(a,b[,step])`` and ``choice(...)`` are expanded (hydra's own override grammar) and the
+cartesian product is run, one ``semcom-run`` (one Flower run) per point. Results go to
 ``outputs/sweeps/<experiment>/<timestamp>/``:
 
 - ``runs/<NNN>/<experiment>/<timestamp>/``: each point's own results folder;
@@ -24,13 +25,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from simulations.launch import PROJECT_ROOT
+from simulations.processes import PROJECT_ROOT
 
 
 def expand(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -57,6 +59,17 @@ def expand(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
     return swept_keys, points
 
 
+def _experiment(words: list[str], given: str | None) -> str:
+    """The experiment: ``--experiment`` or an ``experiment=NAME`` word (not swept)."""
+    from flwr_semcom.config import ConfigError
+
+    named = [w.split("=", 1)[1] for w in words if w.startswith("experiment=")]
+    chosen = {*named, *([given] if given else [])}
+    if len(chosen) > 1 or any("," in n for n in named):
+        raise ConfigError(f"experiment: one experiment per sweep, got {sorted(chosen)}")
+    return chosen.pop() if chosen else "main"
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts to dotted keys, keeping scalars only."""
     out: dict[str, Any] = {}
@@ -75,20 +88,33 @@ def find_summary(folder: Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="semcom-sweep", description=__doc__.split("\n")[0])
-    p.add_argument("overrides", nargs="*", help="hydra overrides; a,b,c lists are swept")
-    p.add_argument("--experiment", default="main")
+    p.add_argument(
+        "words",
+        nargs="*",
+        metavar="key=value",
+        help="as semcom-run (snr-db=0,10 or channel.snr_db=0,10); a,b,c lists are swept",
+    )
+    p.add_argument("--experiment", default=None, help="default: main")
+    p.add_argument("--overrides", default="", help="fixed hydra overrides, as semcom-run's")
     p.add_argument("--metric", default=None, help="summary.json key to plot (dotted)")
     p.add_argument("--output-dir", default=None, help="default: <paths.output_dir>/sweeps")
     p.add_argument("--launcher-args", default="", help="extra semcom-run options, quoted")
     args = p.parse_args(argv)
 
-    from flwr_semcom.config import ConfigError, compose_config
+    from flwr_semcom.config import ConfigError, compose_config, split_overrides
+    from flwr_semcom.run_config import rename_error, sweep_overrides
 
+    names: dict[str, str] = {}
     try:
-        keys, points = expand(list(args.overrides))
+        words = split_overrides(args.overrides) + list(args.words)
+        args.experiment = _experiment(words, args.experiment)
+        words, names = sweep_overrides(
+            [w for w in words if not w.startswith("experiment=")], args.experiment
+        )
+        keys, points = expand(words)
         cfgs = [compose_config(args.experiment, pt) for pt in points]  # validate all first
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {rename_error(err, names)}", file=sys.stderr)
         return 2
     out_root = Path(args.output_dir or Path(str(cfgs[0].paths.output_dir)) / "sweeps")
     if not out_root.is_absolute():
@@ -104,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for i, point in enumerate(points):
         run_dir = sweep_dir / "runs" / f"{i:03d}"
-        overrides = " ".join([*point, f"paths.output_dir={run_dir}"])
+        overrides = shlex.join([*point, f"paths.output_dir={run_dir}"])
         cmd = [
             sys.executable,
             "-m",

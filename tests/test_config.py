@@ -72,7 +72,7 @@ def test_unknown_experiment_lists_valid_names() -> None:
         compose_config("nope")
 
 
-def test_run_config_only_selects_and_overrides() -> None:
+def test_run_config_selects_and_overrides_and_returns_a_copy() -> None:
     cfg = config_from_run_config(
         {"experiment": "split_supervised", "overrides": "channel.snr_db=1"}
     )
@@ -82,8 +82,8 @@ def test_run_config_only_selects_and_overrides() -> None:
         {"experiment": "split_supervised", "overrides": "channel.snr_db=1"}
     )
     assert again.channel.snr_db == 1
-    with pytest.raises(ConfigError, match="run config: unknown key"):
-        config_from_run_config({"experiment": "split_supervised", "lr": 0.1})
+    with pytest.raises(ConfigError, match="run config: unknown key.*valid keys: experiment, "):
+        config_from_run_config({"experiment": "split_supervised", "learning_rate": 0.1})
 
 
 def test_device_resolution_cpu_fallback() -> None:

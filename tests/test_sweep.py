@@ -30,23 +30,25 @@ def test_flatten_keeps_scalars_with_dotted_keys() -> None:
     assert flatten(data) == {"a": 1, "b.c": 2.5, "b.d.e": "x"}
 
 
-def test_invalid_point_fails_before_any_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("words", "error"),
+    [
+        (["channel.snr_db=0,nan"], "error: channel.snr_db: invalid value nan"),
+        # the same words as semcom-run: a run-config shortcut and experiment=NAME
+        (["experiment=split_supervised", "snr-db=0,nan"], "error: snr-db: invalid value nan"),
+        (["experiment=main,multitask"], "error: experiment: one experiment per sweep"),
+    ],
+)
+def test_invalid_point_fails_before_any_run(tmp_path: Path, words: list[str], error: str) -> None:
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulations.sweep",
-            "channel.snr_db=0,nan",
-            "--output-dir",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", "simulations.sweep", *words, "--output-dir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert res.returncode == 2
-    assert "channel.snr_db: invalid value nan" in res.stderr
+    assert error in res.stderr
     assert not any(tmp_path.iterdir())
 
 
