@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from simulations.deploy_local import LocalDeployment, free_ports, local_deployment
-from simulations.launch import ProcessGuard
+from simulations.processes import ProcessGuard
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

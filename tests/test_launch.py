@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from _procs import processes_with_flwr_home, run_launcher  # tests/ is on sys.path
+from _procs import ROOT, processes_with_flwr_home, run_launcher  # tests/ is on sys.path
 
 from simulations.processes import alive, descendants, free_ports
 from simulations.superlink import managed_superlinks, stop_main
@@ -113,3 +114,63 @@ def test_failed_run_exits_nonzero_and_cleans_up(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "finished:failed" in res.stdout
     assert processes_with_flwr_home(tmp_path / "flwr-home") == []
+
+
+@pytest.mark.slow
+def test_readme_plain_flwr_run_in_the_activated_venv(tmp_path: Path) -> None:
+    """README's `source .venv/bin/activate`, `flwr run . --run-config ...`, `flwr list` and
+    `semcom-stop`, on Flower's managed local SuperLink (own FLWR_HOME and ports)."""
+    import csv
+
+    import yaml
+
+    http, control = free_ports(2)
+    home, out = tmp_path / "flwr-home", tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLWR_", "VIRTUAL_ENV"))}
+    env.update(
+        FLWR_HOME=str(home),
+        FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(http),
+        FLWR_LOCAL_CONTROL_API_PORT=str(control),
+        FLWR_TELEMETRY_ENABLED="0",
+    )
+    small = "data.num_samples=48 data.image_size=8 model.num_symbols=4 strategy.batch_size=6"
+    (tmp_path / "ok.toml").write_text(
+        'experiment = "split_supervised"\nsnr-db = 5\nrounds = 1\n'
+        f"overrides = {json.dumps(f'{small} paths.output_dir={out}')}\n"
+    )
+    (tmp_path / "bad.toml").write_text('experiment = "split_supervised"\nsnr-db = nan\n')
+
+    def sh(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", f"source .venv/bin/activate && {command}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def statuses() -> dict[str, str]:
+        res = sh("flwr list --format json")
+        return {r["run-id"]: r["status"] for r in json.loads(res.stdout)["runs"]}
+
+    try:
+        ok = sh(f"flwr run . --run-config {tmp_path / 'ok.toml'} --stream")
+        bad = sh(f"flwr run . --run-config {tmp_path / 'bad.toml'} --stream")
+        assert ok.returncode == 0 and bad.returncode == 0  # Flower's exit code says nothing...
+        runs = statuses()  # ... the status does
+        assert sorted(runs.values()) == ["finished:completed", "finished:failed"], runs
+        assert "configuration error: snr-db: invalid value nan" in bad.stdout + bad.stderr
+        log = (home / "local-superlink" / "superlink.log").read_text()
+        assert "Installing application dependencies" not in log + ok.stdout  # no per-run venv
+        (run_dir,) = (out / "split_supervised").iterdir()
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert cfg["channel"]["snr_db"] == 5 and cfg["strategy"]["rounds"] == 1
+        with (run_dir / "metrics.csv").open() as fh:
+            assert len(list(csv.DictReader(fh))) == 1
+        assert processes_with_flwr_home(home)  # the SuperLink is still running ...
+        stop = sh(f"semcom-stop --port {http}")
+        assert stop.returncode == 0 and "stopped SuperLink pid" in stop.stdout, stop.stdout
+    finally:
+        sh(f"semcom-stop --port {http}")
+    assert processes_with_flwr_home(home) == []  # ... until semcom-stop

@@ -41,6 +41,25 @@ def test_declared_run_config_composes_exactly_the_conf_defaults() -> None:
         assert config_from_run_config(declared) == compose_config(experiment)
 
 
+def test_every_target_is_a_key_of_an_experiment_with_that_runner() -> None:
+    """The mapping names real runners and keys that their experiments have (no silent no-op)."""
+    from omegaconf import OmegaConf
+
+    from simulations.server_app import runner_names
+
+    experiments = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    by_runner: dict[str, list[str]] = {}
+    for name in experiments:
+        by_runner.setdefault(str(compose_config(name).experiment.runner), []).append(name)
+    assert set(by_runner) <= set(runner_names())
+    for key in RUN_KEYS.values():
+        for runner, target in key.targets.items():
+            names = experiments if runner == "*" else by_runner[runner]
+            for name in names:
+                value = OmegaConf.select(compose_config(name), target)
+                assert value is not None, (key.name, name, target)
+
+
 def test_each_shortcut_sets_its_conf_key() -> None:
     values = {
         "snr-db": 5,
