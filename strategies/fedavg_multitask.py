@@ -39,8 +39,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from flwr_semcom.accounting import CommLedger
-from flwr_semcom.split.protocol import record_nbytes
+from flwr_semcom.accounting import CommLedger, record_nbytes
 
 __all__ = [
     "PARTITION_KEY",

@@ -1,8 +1,9 @@
 """Paper 3 (arXiv 2501.02006) through Flower's simulation engine, and a learning check.
 
-Slow (``-m slow``): the tiny multitask run in Ray simulation (the ServerApp's runner and the
-ClientApp's handlers in separate actors), and a longer in-process run that must learn both
-tasks well above chance.
+Slow (``-m slow``): the tiny multitask run in Ray simulation, twice (the ServerApp's runner and
+the ClientApp's handlers in separate actors; Flower draws other node IDs and the replies
+arrive in other orders, yet the results folders must be byte-equal, wall times excluded), and
+a longer in-process run that must learn both tasks well above chance.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from _sim import run_in_simulation  # tests/ is on sys.path
+from test_multitask_determinism import _fingerprint
 from test_multitask_federated import TINY, _app
 
 from flwr_semcom.config import config_from_run_config
@@ -22,17 +24,23 @@ from simulations.experiments.multitask import run
 pytestmark = pytest.mark.slow
 
 
-def test_multitask_in_simulation(tmp_path: Path) -> None:
-    run_config: dict[str, bool | float | int | str] = {
-        "experiment": "multitask",
-        "overrides": f"{TINY} paths.output_dir={tmp_path}",
-    }
-    run_in_simulation(ACTIONS, run_config)
-    summaries = list(tmp_path.glob("multitask/*/summary.json"))
-    assert len(summaries) == 1
-    summary = json.loads(summaries[0].read_text())
+def test_multitask_in_simulation_twice_gives_byte_equal_results(tmp_path: Path) -> None:
+    folders = []
+    for name in ("a", "b"):
+        run_config: dict[str, bool | float | int | str] = {
+            "experiment": "multitask",
+            "overrides": f"{TINY} multitask.num_devices=3 paths.output_dir={tmp_path / name}",
+        }
+        run_in_simulation(ACTIONS, run_config, num_supernodes=3)
+        summaries = list((tmp_path / name).glob("multitask/*/summary.json"))
+        assert len(summaries) == 1
+        folders.append(summaries[0].parent)
+    summary = json.loads((folders[0] / "summary.json").read_text())
     assert len(summary["final"]) == 12 and len(summary["runs"]) == 6
-    assert summary["ledger"]["pretrain"]["up"]["transfers"] == 6 * 2 * 2
+    assert summary["ledger"]["pretrain"]["up"]["transfers"] == 6 * 2 * 3
+    first, second = _fingerprint(folders[0]), _fingerprint(folders[1])
+    for name in first:
+        assert first[name] == second[name], name
 
 
 def test_gai_learns_both_tasks_well_above_chance(tmp_path: Path) -> None:
