@@ -209,14 +209,12 @@ class ShardedSplit:
         total = 0.0
         norms: dict[str, list[float]] = {}
         for strategy in self.strategies:
-            task = strategy.server
-            task.start_round(server_round)
-            row = strategy.train_round(grid, server_round)
+            row = strategy.train_round(grid, server_round)  # starts its server task's round
             n = float(row.get("train_samples", 0.0))
             total += n
             for k in ("loss", "train_accuracy"):
                 sums[k] = sums.get(k, 0.0) + float(row.get(k, math.nan)) * n
-            stats: Mapping[str, float] = getattr(task, "norm_stats", dict)()
+            stats: Mapping[str, float] = getattr(strategy.server, "norm_stats", dict)()
             for k, v in stats.items():
                 norms.setdefault(k, []).append(v)
         out = {k: v / total if total else math.nan for k, v in sums.items()}
