@@ -83,7 +83,9 @@ def _takes_generator(model: nn.Module) -> bool:
 
 
 def _run_model(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> Any:
-    return model(x, generator=gen) if _takes_generator(model) else model(x)
+    """The model's output; a dict output with ``"logits"`` gives its logits."""
+    out = model(x, generator=gen) if _takes_generator(model) else model(x)
+    return out["logits"] if isinstance(out, dict) and "logits" in out else out
 
 
 def _partition(context: Context) -> int:
@@ -125,7 +127,8 @@ def add_fedavg_client(
         ``data_fn(context) -> (train, test)``: this device's training and test datasets of
         ``(x, y)`` pairs (e.g. ``TensorDataset``). Called once per (run, node).
     loss_fn
-        ``loss_fn(output, y) -> scalar``; default cross-entropy on class logits.
+        ``loss_fn(output, y) -> scalar``; default cross-entropy on class logits. A model that
+        returns a dict with ``"logits"`` (CompressAI style) is read at that key.
     optimizer_fn
         ``optimizer_fn(params) -> Optimizer``, a fresh optimizer every round; default SGD with
         lr 0.01.

@@ -142,3 +142,20 @@ def test_end_to_end_link_draws_channel_noise_from_generator() -> None:
         "receiver.weight",
         "receiver.bias",
     }
+
+
+def test_dict_logits_output_is_read_at_its_key() -> None:
+    class DictModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.lin(x)}
+
+    app = add_fedavg_client(ClientApp(), lambda _: DictModel(), _data, batch_size=16)
+    init = ArrayRecord(DictModel().state_dict())
+    ev = app(_msg("evaluate", init), _ctx()).content["metrics"]
+    assert ev["num-examples"] == 32 and 0.0 <= float(ev["eval_acc"]) <= 1.0  # type: ignore[arg-type]
+    reply = app(_msg("train", init), _ctx())
+    assert set(reply.content.array_records["arrays"]) == {"lin.weight", "lin.bias"}
