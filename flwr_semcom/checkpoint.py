@@ -33,8 +33,10 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from flwr_semcom.accounting import atomic_write
+from flwr_semcom.guard import check_finite
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -49,6 +51,7 @@ __all__ = [
     "plain_to_records",
     "read_run_file",
     "records_to_plain",
+    "safe_load_state",
     "set_rng_state",
 ]
 
@@ -200,8 +203,6 @@ class Checkpointer:
         ``server`` and ``clients`` entries are checked first and the previous checkpoint is
         kept (:class:`~flwr_semcom.guard.NonFiniteError`).
         """
-        from flwr_semcom.guard import check_finite  # guard imports CheckpointError from here
-
         check_finite(
             "checkpoint weights",
             {k: state[k] for k in ("server", "clients") if k in state},
@@ -270,3 +271,67 @@ def load_state_strict(
         lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
         detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "mismatch")
         raise CheckpointError(f"checkpoint {what} does not fit the model: {detail}") from None
+
+
+def safe_load_state(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Load the state dict in ``path`` into ``model`` (``weights_only``; names and shapes checked).
+
+    Parameters
+    ----------
+    path
+        A file written with ``torch.save(model.state_dict(), ...)``.
+    model
+        The model to load into; it is left untouched when anything is wrong.
+
+    Returns
+    -------
+    dict
+        The loaded state dict.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file and what is wrong: missing file, not a checkpoint, a
+        parameter missing / unexpected, or a parameter of another shape (a checkpoint of
+        another architecture).
+    NonFiniteError
+        When the checkpoint holds NaN or inf (never installed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a file that is not a checkpoint
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(
+            f"checkpoint {path}: not a torch state dict ({first}); delete it to retrain"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise CheckpointError(
+            f"checkpoint {path}: expected a state dict of tensors, got {type(state).__name__}"
+        )
+    expected = model.state_dict()
+    for name, ref in expected.items():
+        if name not in state:
+            raise CheckpointError(
+                f"checkpoint {path}: parameter {name!r} is missing (another architecture?); "
+                f"expected shape {tuple(ref.shape)}"
+            )
+        got = state[name]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"checkpoint {path}: parameter {name!r} has shape {tuple(got.shape)}; the model "
+                f"expects {tuple(ref.shape)} (a checkpoint of another architecture)"
+            )
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointError(
+            f"checkpoint {path}: unexpected parameter {extra[0]!r} (another architecture?); "
+            f"the model has {len(expected)} entries"
+        )
+    check_finite("checkpoint weights", state, where=f"load {path}", consequence="not installed")
+    model.load_state_dict(state)
+    return dict(state)

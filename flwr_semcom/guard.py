@@ -10,9 +10,9 @@ place where weights or activations cross a boundary checks them here:
 - the client, before installing received weights or gradients and before replying;
 - every checkpoint / cache writer, before saving;
 - every training loop, on the loss (paper 1's and SLF's loops also check gradients);
-- :func:`safe_load_state`, when a checkpoint is loaded: one line naming the file and the
-  first parameter whose name or shape does not match the model (a checkpoint of another
-  architecture), and refusal of a checkpoint holding NaN / inf.
+- :func:`flwr_semcom.checkpoint.safe_load_state`, when a checkpoint is loaded (refuses NaN /
+  inf with this module's check; :mod:`flwr_semcom.checkpoint` imports this module, never the
+  other way round).
 
 A failure is a :class:`NonFiniteError` whose one-line message names what was not finite
 (the array and how many NaN / inf values), where (method, stage, node) and the round.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from logging import WARNING
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,17 +31,13 @@ from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.common.logger import log
 from torch import nn
 
-from flwr_semcom.checkpoint import CheckpointError  # one class for every checkpoint problem
-
 __all__ = [
-    "CheckpointError",
     "NonFiniteError",
     "check_finite",
     "check_loss",
     "check_record_dict",
     "finite_replies",
     "nonfinite_summary",
-    "safe_load_state",
 ]
 
 #: What happens after a non-finite loss or gradient in training (paper 1's wording).
@@ -245,65 +240,11 @@ def finite_replies(
     return kept
 
 
-def safe_load_state(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
-    """Load the state dict in ``path`` into ``model`` (``weights_only``; names and shapes checked).
+def __getattr__(name: str) -> object:
+    """Deprecated names moved to :mod:`flwr_semcom.checkpoint` (``CheckpointError``,
+    ``safe_load_state``); kept while their callers migrate."""
+    if name in ("CheckpointError", "safe_load_state"):
+        from flwr_semcom import checkpoint
 
-    Parameters
-    ----------
-    path
-        A file written with ``torch.save(model.state_dict(), ...)``.
-    model
-        The model to load into; it is left untouched when anything is wrong.
-
-    Returns
-    -------
-    dict
-        The loaded state dict.
-
-    Raises
-    ------
-    CheckpointError
-        One line naming the file and what is wrong: missing file, not a checkpoint, a
-        parameter missing / unexpected, or a parameter of another shape (a checkpoint of
-        another architecture).
-    NonFiniteError
-        When the checkpoint holds NaN or inf (never installed).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(
-            f"checkpoint {path}: not a torch state dict ({first}); delete it to retrain"
-        ) from None
-    if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
-        raise CheckpointError(
-            f"checkpoint {path}: expected a state dict of tensors, got {type(state).__name__}"
-        )
-    expected = model.state_dict()
-    for name, ref in expected.items():
-        if name not in state:
-            raise CheckpointError(
-                f"checkpoint {path}: parameter {name!r} is missing (another architecture?); "
-                f"expected shape {tuple(ref.shape)}"
-            )
-        got = state[name]
-        if tuple(got.shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"checkpoint {path}: parameter {name!r} has shape {tuple(got.shape)}; the model "
-                f"expects {tuple(ref.shape)} (a checkpoint of another architecture)"
-            )
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise CheckpointError(
-            f"checkpoint {path}: unexpected parameter {extra[0]!r} (another architecture?); "
-            f"the model has {len(expected)} entries"
-        )
-    check_finite("checkpoint weights", state, where=f"load {path}", consequence="not installed")
-    model.load_state_dict(state)
-    return dict(state)
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -65,12 +65,12 @@ def final_weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_resume_after_a_crash_mid_round_equals_an_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # same-length output paths: the overrides string is in every message (ledger bytes)
+    # the ledger no longer depends on the run config (no overrides string in the messages)
     base = f"{TINY} paths.output_dir={tmp_path}/a"
     run_inprocess(base)
     (ref_dir,) = (tmp_path / "a" / "split_supervised").iterdir()
 
-    crashed = f"{TINY} paths.output_dir={tmp_path}/b"
+    crashed = f"{TINY} paths.output_dir={tmp_path}/b-longer-path"
     original = SplitTraining.aggregate_train
 
     def crash(self: SplitTraining, server_round: int, replies: Any) -> Any:
@@ -82,7 +82,7 @@ def test_resume_after_a_crash_mid_round_equals_an_uninterrupted_run(
         m.setattr(SplitTraining, "aggregate_train", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run_inprocess(crashed)
-    (run_dir,) = (tmp_path / "b" / "split_supervised").iterdir()
+    (run_dir,) = (tmp_path / "b-longer-path" / "split_supervised").iterdir()
     assert [r["round"] for r in metrics_without_time(run_dir)] == ["1"]  # round 1 kept
     assert torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)["round"] == 1
 

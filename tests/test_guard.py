@@ -27,14 +27,14 @@ from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
 import flwr_semcom.guard as guard_mod
+from flwr_semcom.checkpoint import safe_load_state
 from flwr_semcom.guard import (
     NonFiniteError,
     check_finite,
     finite_replies,
     nonfinite_summary,
-    safe_load_state,
 )
-from flwr_semcom.split.exchange import ClientInfo
+from flwr_semcom.runtime.messaging import ClientInfo
 
 NAN = float("nan")
 
@@ -149,7 +149,7 @@ def test_fedavg_modality_never_averages_a_nan_update(warnings: list[str]) -> Non
 
 
 def test_fedavg_alignment_drops_nan_upload() -> None:
-    from flwr_semcom.slf.recovery import RecoveryModel
+    from flwr_semcom.alignment.recovery import RecoveryModel
     from strategies.fedavg_alignment import FedAvgAlignment
     from strategies.slf import Link
 
@@ -183,7 +183,7 @@ class _Grid:
 
 
 def test_slf_strategy_refuses_to_forward_nan_parameters() -> None:
-    from flwr_semcom.slf.recovery import RecoveryModel
+    from flwr_semcom.alignment.recovery import RecoveryModel
     from strategies.slf import Link, SLFStrategy
 
     link = Link(transmitter=11, receiver=12, crossover=0.0, source="mnist", epsilon=0.0)
@@ -243,36 +243,41 @@ def test_slf_install_refuses_nan_and_keeps_the_old_model() -> None:
     assert all(np.array_equal(before[k], after[k].numpy()) for k in before)
 
 
-SPLIT_OVERRIDES = (
-    "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
-    "strategy.batch_size=4 strategy.steps_per_message=2"
-)
+def _vector_device(context: Context, params: Any) -> Any:
+    """A generic split device: a linear encoder over 16 random vectors, ideal channel."""
+    from flwr_semcom.split import DeviceTask
+
+    torch.manual_seed(3)
+    data = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
+    return DeviceTask(
+        torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8)),
+        data,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+    )
 
 
 def test_split_client_refuses_nan_gradients_and_keeps_its_weights() -> None:
-    from flwr_semcom.split.client import split_step
-    from flwr_semcom.split.protocol import TRAIN_STEP, encode_plan, pack_tensors, unpack_tensors
+    from flwr_semcom.split import split_actions
+    from flwr_semcom.split.protocol import (
+        TRAIN_STEP,
+        config_record,
+        encode_plan,
+        pack_tensors,
+        unpack_tensors,
+    )
     from flwr_semcom.split.schedule import client_plans, train_batches
 
     def config(exchange: int) -> ConfigRecord:
-        return ConfigRecord(
-            {
-                "experiment": "split_supervised",
-                "overrides": SPLIT_OVERRIDES,
-                "task": "rgbd_supervised",
-                "stage": "finetune",
-                "round": 1,
-                "exchange": exchange,
-            }
-        )
+        return config_record("vec", stage="finetune", round=1, exchange=exchange)
 
+    split_step = split_actions({"vec": _vector_device})[TRAIN_STEP]
     ctx = _context(**{"partition-id": 0, "num-partitions": 2})
     batches = train_batches(torch.arange(16), 4, seed=0, round_=1)
     plans = client_plans(batches, 0, seed=0, stage="finetune", round_=1)
     r0 = split_step(
         _msg(1, RecordDict({"config": config(0), "plan": encode_plan(plans[:2])}), TRAIN_STEP), ctx
     )
-    key = "split.rgbd_supervised.model"
+    key = "split.vec.model"
     before = {k: v.numpy().copy() for k, v in ctx.state.array_records[key].items()}
     ups = unpack_tensors(r0.content.array_records["uplink"], [4, 4])
     grads = pack_tensors([{"z_hat": torch.full_like(u["z_hat"], NAN)} for u in ups])
@@ -284,11 +289,17 @@ def test_split_client_refuses_nan_gradients_and_keeps_its_weights() -> None:
 
 # ---------------------------------------------------------------- training loops
 def test_split_server_step_refuses_nan_uplink_before_updating() -> None:
-    from flwr_semcom.config import compose_config
-    from flwr_semcom.split.rgbd import RGBDDecoderServer
+    from flwr_semcom.split import DecoderServer
     from flwr_semcom.split.schedule import BatchPlan
 
-    server = RGBDDecoderServer(compose_config("split_supervised", SPLIT_OVERRIDES))
+    server = DecoderServer(
+        torch.nn.Linear(16, 3),
+        torch.arange(8) % 3,
+        train_ids=torch.arange(4),
+        test_ids=torch.arange(4, 8),
+        num_clients=2,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+    )
     before = {k: v.clone() for k, v in server.model.state_dict().items()}
     batch = BatchPlan(0, torch.arange(4), 0, 0)
     z = [{"z_hat": torch.zeros(4, 8)}, {"z_hat": torch.zeros(4, 8)}]

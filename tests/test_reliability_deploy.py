@@ -77,7 +77,7 @@ def test_a_supernode_killed_mid_run_aborts_with_a_clear_line_and_keeps_round_1(
         assert any(
             "(partition 1, depth)" in ln
             and "round 2" in ln
-            and ("Node Unavailable" in ln or "no reply within strategy.timeout=120 s" in ln)
+            and ("Node Unavailable" in ln or "no reply within timeout=120 s" in ln)
             and "on_failure=abort: run aborted (completed rounds are kept)" in ln
             for ln in lines
         ), res.output[-3000:]

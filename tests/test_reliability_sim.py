@@ -68,7 +68,7 @@ def test_a_vanished_client_is_skipped_for_the_round_in_simulation(tmp_path: Path
     print("\n".join(ln for ln in out.splitlines() if "reliability: " in ln or "[semcom-run]" in ln))
     assert res.returncode == 0 and "finished:completed" in out, out[-3000:]
     assert any(
-        "no reply within strategy.timeout=10 s" in ln
+        "no reply within timeout=10 s" in ln
         and "(partition 1, depth)" in ln
         and "on_failure=skip: device skipped for the rest of round 2" in ln
         for ln in out.splitlines()

@@ -9,11 +9,14 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
 
-from flwr_semcom.split.client import split_forward, split_state, split_step
+from flwr_semcom.paper1.factory import client_task_factories
+from flwr_semcom.split.client import split_actions
 from flwr_semcom.split.protocol import (
     EVAL_FORWARD,
     QUERY_STATE,
+    SET_MODEL,
     TRAIN_STEP,
+    config_record,
     encode_plan,
     pack_tensors,
     to_tensor,
@@ -26,6 +29,13 @@ OVERRIDES = (
     "strategy.batch_size=4 strategy.steps_per_message=2"
 )
 TASK = "rgbd_supervised"
+RUN_CONFIG = {"experiment": "split_supervised", "overrides": OVERRIDES}
+ACTIONS = split_actions(client_task_factories())
+split_step, split_forward, split_state = (
+    ACTIONS[TRAIN_STEP],
+    ACTIONS[EVAL_FORWARD],
+    ACTIONS[QUERY_STATE],
+)
 
 
 def _message(content: RecordDict, message_type: str) -> Message:
@@ -44,17 +54,9 @@ def _message(content: RecordDict, message_type: str) -> Message:
 
 
 def _config(exchange: int = 0, round_: int = 1, **extra: object) -> ConfigRecord:
-    rec = {
-        "experiment": "split_supervised",
-        "overrides": OVERRIDES,
-        "task": TASK,
-        "stage": "finetune",
-        "round": round_,
-        "exchange": exchange,
-        "profile": False,
-    }
-    rec.update(extra)  # type: ignore[arg-type]
-    return ConfigRecord(rec)  # type: ignore[arg-type]
+    return config_record(
+        TASK, stage="finetune", round=round_, exchange=exchange, profile=False, **extra
+    )
 
 
 @pytest.fixture
@@ -64,7 +66,7 @@ def context() -> Iterator[Context]:
         node_id=7,
         node_config={"partition-id": 0, "num-partitions": 2},
         state=RecordDict(),
-        run_config={},
+        run_config=dict(RUN_CONFIG),
     )
 
 
@@ -173,6 +175,66 @@ def test_state_query_reports_role_and_weights(context: Context) -> None:
         _message(RecordDict({"config": _config(weights=True)}), QUERY_STATE), context
     )
     assert "transmitter.head.linear.weight" in full.content.array_records["state"]
-    spare = Context(1, 9, {"partition-id": 5, "num-partitions": 6}, RecordDict(), {})
+    spare = Context(1, 9, {"partition-id": 5, "num-partitions": 6}, RecordDict(), RUN_CONFIG)
     rep = split_state(_message(RecordDict({"config": _config()}), QUERY_STATE), spare)
     assert "partition-id: 5 out of range" in str(rep.content.config_records["info"]["error"])
+
+
+def test_unknown_tasks_and_task_parameters_are_refused(context: Context) -> None:
+    other = ConfigRecord({"task": "no_such_task", "round": 1})
+    with pytest.raises(ValueError, match="unknown split task 'no_such_task'; this client serves"):
+        split_state(_message(RecordDict({"config": other}), QUERY_STATE), context)
+    bad = config_record(TASK, {"method": "decur"}, round=1)
+    rep = split_state(_message(RecordDict({"config": bad}), QUERY_STATE), context)
+    assert "unknown task parameter(s) ['method']" in str(
+        rep.content.config_records["info"]["error"]
+    )
+    with pytest.raises(ValueError, match="reserved key"):
+        config_record(TASK, {"round": 3})
+
+
+def test_set_model_installs_weights_and_fresh_forgets_the_optimizer(context: Context) -> None:
+    g1, _ = _plans()
+    split_step(
+        _message(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
+    )
+    model = context.state.array_records[f"split.{TASK}.model"]
+    zeros = ArrayRecord({k: torch.zeros_like(to_tensor(v)) for k, v in model.items()})
+    rep = ACTIONS[SET_MODEL](
+        _message(RecordDict({"config": config_record(TASK), "weights": zeros}), SET_MODEL), context
+    )
+    assert rep.content.config_records["info"]["fresh"] is False
+    assert f"split.{TASK}.optim" in context.state  # kept: FedAvg of the weights only
+    stored = context.state.array_records[f"split.{TASK}.model"]
+    assert all(float(to_tensor(v).abs().sum()) == 0.0 for v in stored.values())
+    fresh = config_record(TASK, fresh=True)
+    ACTIONS[SET_MODEL](
+        _message(RecordDict({"config": fresh, "weights": zeros}), SET_MODEL), context
+    )
+    assert sorted(k for k in context.state if k.startswith("split.")) == [f"split.{TASK}.model"]
+    wrong = ArrayRecord({"w": torch.zeros(2)})
+    with pytest.raises(ValueError, match="does not fit the model"):
+        ACTIONS[SET_MODEL](
+            _message(RecordDict({"config": fresh, "weights": wrong}), SET_MODEL), context
+        )
+
+
+def test_a_task_is_built_once_per_run_node_and_parameters() -> None:
+    from flwr.app import Context as Ctx
+
+    from flwr_semcom.split import ClientTask, DeviceTask
+
+    built: list[tuple[int, str]] = []
+
+    def factory(context: Ctx, params: dict[str, object]) -> ClientTask:
+        built.append((context.node_id, str(params.get("tag", ""))))
+        return DeviceTask(torch.nn.Linear(3, 4), torch.randn(5, 3), optimizer=torch.optim.SGD)
+
+    actions = split_actions({"vec": factory})
+    ctxs = [Ctx(77, n, {"partition-id": n}, RecordDict(), {}) for n in (1, 2)]
+    for tag in ("a", "a", "b"):
+        for ctx in ctxs:
+            rec = config_record("vec", {"tag": tag})
+            reply = actions[QUERY_STATE](_message(RecordDict({"config": rec}), QUERY_STATE), ctx)
+            assert reply.content.config_records["info"]["role"] == "device"
+    assert built == [(1, "a"), (2, "a"), (1, "b"), (2, "b")]

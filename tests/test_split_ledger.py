@@ -8,15 +8,18 @@ from typing import Any
 
 import pytest
 import torch
-from flwr.app import Message
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from torch import nn
 
 from flwr_semcom.client_app import app as client_app
 from flwr_semcom.config import compose_config
 from flwr_semcom.inprocess import InProcessGrid
-from flwr_semcom.split import CLIENT_TASKS, BatchPlan
-from flwr_semcom.split.exchange import SplitClientError
+from flwr_semcom.paper1.factory import node_config_of
+from flwr_semcom.paper1.stage2 import SUPERVISED_CLIENT_TASK, supervised_device, supervised_server
+from flwr_semcom.runtime.messaging import ClientError
+from flwr_semcom.split import BatchPlan, ClientTask, add_split_client, split_kwargs
 from flwr_semcom.split.protocol import TRAIN_STEP
-from flwr_semcom.split.rgbd import RGBDClient, RGBDDecoderServer
 from strategies.split_training import SplitTraining
 
 OVERRIDES = (
@@ -28,15 +31,23 @@ NODES = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
 
 
 def _grid(
-    overrides: str = OVERRIDES, grid_cls: type[InProcessGrid] = InProcessGrid
+    overrides: str = OVERRIDES,
+    grid_cls: type[InProcessGrid] = InProcessGrid,
+    app: ClientApp = client_app,
 ) -> InProcessGrid:
-    return grid_cls(client_app, NODES, {"experiment": "split_supervised", "overrides": overrides})
+    return grid_cls(app, NODES, {"experiment": "split_supervised", "overrides": overrides})
+
+
+def _strategy(
+    overrides: str = OVERRIDES, client_task: str = SUPERVISED_CLIENT_TASK
+) -> SplitTraining:
+    cfg = compose_config("split_supervised", overrides)
+    return SplitTraining(supervised_server(cfg), client_task=client_task, **split_kwargs(cfg))
 
 
 def test_one_round_ledger_equals_a_hand_computation() -> None:
-    cfg = compose_config("split_supervised", OVERRIDES)
     grid = _grid()
-    strategy = SplitTraining(cfg, experiment="split_supervised", overrides=OVERRIDES)
+    strategy = _strategy()
     strategy.start(grid)
     led = strategy.ledger
     # 40 scenes, 10 balanced classes, test_fraction 0.2 -> 1 test scene per class
@@ -50,15 +61,9 @@ def test_one_round_ledger_equals_a_hand_computation() -> None:
     )
     assert led.total("channel_uses", round=1, stage="finetune") == clients * 30 * k
     assert led.total("bytes", round=1, stage="finetune", kind="gradients") == up_features
-    cfg_bytes = (
-        len("split_supervised")
-        + len(OVERRIDES)
-        + len("rgbd_supervised")
-        + len("finetune")
-        + 8
-        + 8
-        + 1
-    )
+    # config record: task, stage, round, exchange (int64 each), profile (bool); no hydra
+    # experiment / overrides strings any more
+    cfg_bytes = len("rgbd_supervised") + len("finetune") + 8 + 8 + 1
     plan_bytes = 30 * 8 + 4 * 4 * 8  # sample IDs + (sizes, aug, noise, index) per batch
     assert led.total("bytes", round=1, stage="finetune", kind="control") == clients * (
         3 * cfg_bytes + plan_bytes
@@ -78,30 +83,37 @@ def test_one_round_ledger_equals_a_hand_computation() -> None:
     assert row["channel_uses"] == clients * 40 * k
 
 
-@CLIENT_TASKS.register("test_failing_rgbd")
-class _FailingClient(RGBDClient):
+class _FailingClient(ClientTask):
+    """The ``split_supervised`` device, failing in training on partition 1."""
+
+    def __init__(self, inner: ClientTask, partition_id: int) -> None:
+        self.inner, self.partition_id = inner, partition_id
+        self.model, self.role = inner.model, inner.role
+
     def inputs(self, batch: BatchPlan, train: bool) -> tuple[torch.Tensor, ...]:
         if self.partition_id == 1 and train:
             raise ValueError("deliberate failure in the depth client")
-        return super().inputs(batch, train)
+        return self.inner.inputs(batch, train)
+
+    def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        return self.inner.make_optimizer(params)
 
 
-class _FailingServer(RGBDDecoderServer):
-    client_task = "test_failing_rgbd"
+def _failing(context: Context, params: Any) -> ClientTask:
+    cfg, pid = node_config_of(context, SUPERVISED_CLIENT_TASK, params)
+    return _FailingClient(supervised_device(cfg, pid), pid)
 
 
 def test_a_client_error_reply_is_logged_with_client_and_action(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cfg = compose_config("split_supervised", OVERRIDES)
-    strategy = SplitTraining(
-        cfg, experiment="split_supervised", overrides=OVERRIDES, server_task=_FailingServer(cfg)
-    )
+    strategy = _strategy(client_task="test_failing")
+    app = add_split_client(ClientApp(), {"test_failing": _failing})
     with (
         caplog.at_level(logging.ERROR, logger="flwr"),
-        pytest.raises(SplitClientError, match="partition 1, depth"),
+        pytest.raises(ClientError, match="partition 1, depth"),
     ):
-        strategy.start(_grid())
+        strategy.start(_grid(app=app))
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(
         "node 1001 (partition 1, depth)" in m
@@ -132,14 +144,10 @@ class _SilentGrid(InProcessGrid):
 
 def test_a_missing_reply_times_out_naming_the_client() -> None:
     overrides = f"{OVERRIDES} strategy.timeout=0.2"
-    strategy = SplitTraining(
-        compose_config("split_supervised", overrides),
-        experiment="split_supervised",
-        overrides=overrides,
-    )
+    strategy = _strategy(overrides)
     with pytest.raises(
         TimeoutError,
-        match=r"train.split_step: no reply within strategy.timeout=0.2 s "
+        match=r"train.split_step: no reply within timeout=0.2 s "
         r"from node 1001 \(partition 1, depth\)",
     ):
         strategy.start(_grid(overrides, _SilentGrid))

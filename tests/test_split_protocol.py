@@ -158,8 +158,8 @@ def test_config_errors_name_the_key_and_the_valid_range() -> None:
     from omegaconf import OmegaConf
 
     from flwr_semcom.config import ConfigError, compose_config
+    from flwr_semcom.paper1.rgbd import channel_kwargs, modality_of
     from flwr_semcom.split import check_split_config
-    from flwr_semcom.split.rgbd import channel_kwargs, modality_of
 
     with pytest.raises(
         ConfigError,
