@@ -13,7 +13,7 @@ import socket
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from flwr_semcom.config import resolve_device
+from flwr_semcom.rules import resolve_device
 
 
 def node_info(msg: Message, context: Context) -> Message:
