@@ -34,6 +34,7 @@ __all__ = [
     "app",
     "collect_actions",
     "inject_faults",
+    "make_app",
     "register_actions",
 ]
 
@@ -85,6 +86,22 @@ def register_actions(client_app: ClientApp, actions: Mapping[str, Handler]) -> C
     return client_app
 
 
-app = ClientApp(mods=[inject_faults])
-register_actions(app, collect_actions())
-add_split_client(app, client_task_factories())
+def make_app(run_config: Mapping[str, bool | float | int | str] | None = None) -> ClientApp:
+    """A fresh bundled ClientApp; with ``run_config``, its handlers see that run config
+    (``flwr.simulation.run_simulation`` passes an empty one, FLOWER_NOTES §2.7, and a
+    ClientApp may not modify ``context.run_config``: a mod passes a copy of the context)."""
+    mods: list[Callable[[Message, Context, Handler], Message]] = [inject_faults]
+    if run_config is not None:
+        fixed = dict(run_config)
+
+        def with_run_config(msg: Message, ctx: Context, call_next: Handler) -> Message:
+            inner = Context(ctx.run_id, ctx.node_id, ctx.node_config, ctx.state, dict(fixed))
+            return call_next(msg, inner)
+
+        mods.insert(0, with_run_config)
+    client_app = ClientApp(mods=mods)
+    register_actions(client_app, collect_actions())
+    return add_split_client(client_app, client_task_factories())
+
+
+app = make_app()

@@ -8,9 +8,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from flwr_semcom.client_app import Handler, collect_actions, inject_faults, register_actions
-from flwr_semcom.paper1.factory import client_task_factories
-from flwr_semcom.split import add_split_client
+from flwr_semcom.client_app import Handler, make_app, register_actions
 from simulations.server_app import main as server_main
 
 RunConfig = Mapping[str, bool | float | int | str]
@@ -29,9 +27,7 @@ def run_config_mod(run_config: RunConfig) -> Callable[..., Message]:
 
 def bundled_client_app(run_config: RunConfig) -> ClientApp:
     """The bundled ClientApp (flwr_semcom/client_app.py) seeing ``run_config``."""
-    app = ClientApp(mods=[run_config_mod(run_config), inject_faults])
-    register_actions(app, collect_actions())
-    return add_split_client(app, client_task_factories())
+    return make_app(run_config)
 
 
 def run_in_simulation(

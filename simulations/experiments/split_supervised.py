@@ -31,9 +31,14 @@ from omegaconf import DictConfig
 from flwr_semcom.accounting import CommLedger
 from flwr_semcom.checkpoint import Checkpoint, Checkpointer, get_rng_state, set_rng_state
 from flwr_semcom.config import ConfigError
-from flwr_semcom.paper1.stage2 import SUPERVISED_CLIENT_TASK, supervised_server
+from flwr_semcom.paper1.stage2 import (
+    SUPERVISED_CLIENT_TASK,
+    supervised_device,
+    supervised_server,
+)
 from flwr_semcom.results import Results, new_run_dir, plot_lines
 from flwr_semcom.split import split_kwargs
+from flwr_semcom.split.reference import ReferenceResult, run_reference
 from simulations.common import output_root
 from strategies.split_training import SplitTraining
 
@@ -74,6 +79,21 @@ def build_strategy(cfg: DictConfig, ledger: CommLedger) -> SplitTraining:
     return SplitTraining(
         supervised_server(cfg), client_task=SUPERVISED_CLIENT_TASK, ledger=ledger, **kwargs
     )
+
+
+def reference(cfg: DictConfig, **kwargs: Any) -> ReferenceResult:
+    """The in-process reference of this experiment's run (docs/split.md); ``kwargs`` override
+    :func:`~flwr_semcom.split.reference.run_reference`'s arguments (``rounds``,
+    ``recompute``, ``evaluate``, …)."""
+    k = split_kwargs(cfg)
+    torch.set_num_threads(int(cfg.num_threads))
+    server = supervised_server(cfg)
+    clients = [supervised_device(cfg, p) for p in range(server.num_clients)]
+    keys = ("rounds", "batch_size", "steps_per_message", "eval_batch_size", "seed", "drop_last")
+    args: dict[str, Any] = {key: k[key] for key in keys}
+    args["device"] = k["device"]
+    args.update(kwargs)
+    return run_reference(server, clients, **args)
 
 
 def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
