@@ -1,7 +1,9 @@
 """The bundled Flower ClientApp: the three papers' handlers on one app.
 
-What an edge box installs and runs (``[tool.flwr.app.components] clientapp``). Split learning
-comes from :func:`flwr_semcom.split.add_split_client` with paper 1's task factories
+What an edge box installs and runs (``[tool.flwr.app.components] clientapp``). SLF / FedAvg
+alignment (paper 2) comes from :func:`flwr_semcom.alignment.add_slf_client` with
+:func:`flwr_semcom.slf.factory.device_from_context`; split learning from
+:func:`flwr_semcom.split.add_split_client` with paper 1's task factories
 (:func:`flwr_semcom.paper1.factory.client_task_factories`: each composes the run's config from
 ``context.run_config`` once and builds the node's task once per run). The other algorithms
 keep their handlers in their own modules, each exposing ``ACTIONS: dict[str, handler]``
@@ -22,9 +24,11 @@ from collections.abc import Callable, Mapping
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from flwr_semcom.alignment import add_slf_client
 from flwr_semcom.config import config_from_run_config
 from flwr_semcom.paper1.factory import client_task_factories
 from flwr_semcom.reliability import maybe_inject
+from flwr_semcom.slf.factory import device_from_context
 from flwr_semcom.split import add_split_client
 from flwr_semcom.split.protocol import TRAIN_STEP, MessageSpec
 
@@ -44,7 +48,6 @@ Handler = Callable[[Message, Context], Message]
 ACTION_MODULES: tuple[str, ...] = (
     "flwr_semcom.node_info",
     "flwr_semcom.paper1.client",
-    "flwr_semcom.slf.client",
     "flwr_semcom.multitask.client",
 )
 
@@ -101,6 +104,7 @@ def make_app(run_config: Mapping[str, bool | float | int | str] | None = None) -
         mods.insert(0, with_run_config)
     client_app = ClientApp(mods=mods)
     register_actions(client_app, collect_actions())
+    add_slf_client(client_app, device_from_context)
     return add_split_client(client_app, client_task_factories())
 
 

@@ -173,13 +173,21 @@ class _Grid:
     def __init__(self, content: RecordDict) -> None:
         self.content = content
         self.sent: list[str] = []
+        self._replies: dict[str, Message] = {}
 
-    def send_and_receive(self, msgs: Any, timeout: float | None = None) -> list[Message]:
-        out = []
+    def push_messages(self, msgs: Any) -> list[str]:
+        ids = []
         for m in msgs:
             self.sent.append(m.metadata.message_type)
-            out.append(_msg(m.metadata.dst_node_id, self.content, m.metadata.message_type))
-        return out
+            mid = f"m{len(self._replies)}"
+            self._replies[mid] = received(
+                self.content, m.metadata.message_type, src=m.metadata.dst_node_id, reply_to=mid
+            )
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, ids: Any) -> list[Message]:
+        return [self._replies.pop(i) for i in list(ids) if i in self._replies]
 
 
 def test_slf_strategy_refuses_to_forward_nan_parameters() -> None:
@@ -212,9 +220,10 @@ def test_paper1_set_weights_refuses_nan() -> None:
 
 
 def test_slf_install_refuses_nan_and_keeps_the_old_model() -> None:
+    from flwr_semcom.alignment import MODEL_KEY, NODE_KEY, slf_handlers
+    from flwr_semcom.alignment.messages import INSTALL
     from flwr_semcom.config import compose_config
-    from flwr_semcom.slf import client as slf_client
-    from flwr_semcom.slf import protocol as P
+    from flwr_semcom.slf.factory import device_from_context
     from flwr_semcom.slf.pretrained import build_transceiver
 
     cfg = compose_config("slf_table1")
@@ -226,20 +235,20 @@ def test_slf_install_refuses_nan_and_keeps_the_old_model() -> None:
         state=RecordDict(),
         run_config={"experiment": "slf_table1", "overrides": ""},
     )
-    ctx.state[slf_client.MODEL_KEY] = P.to_record(model.state_dict())
-    ctx.state[slf_client.NODE_KEY] = ConfigRecord(
+    ctx.state[MODEL_KEY] = ArrayRecord(model.state_dict())
+    ctx.state[NODE_KEY] = ConfigRecord(
         {"transceiver": "T2", "role": "receiver", "source": "mnist", "epsilon": 0.0}
     )
-    before = {k: v.numpy().copy() for k, v in ctx.state.array_records[slf_client.MODEL_KEY].items()}
+    before = {k: v.numpy().copy() for k, v in ctx.state.array_records[MODEL_KEY].items()}
     state = {k: v.clone() for k, v in model.receiver_state_dict().items()}
     first = next(iter(state))
     state[first].view(-1)[0] = NAN
     content = RecordDict(
-        {"arrays": P.to_record(state), "config": ConfigRecord({"scope": "receiver"})}
+        {"arrays": ArrayRecord(state), "config": ConfigRecord({"scope": "receiver"})}
     )
     with pytest.raises(NonFiniteError, match=r"received parameters.*from node 5.*not installed"):
-        slf_client.install(_msg(5, content, P.INSTALL), ctx)
-    after = ctx.state.array_records[slf_client.MODEL_KEY]
+        slf_handlers(device_from_context)[INSTALL](_msg(5, content, INSTALL), ctx)
+    after = ctx.state.array_records[MODEL_KEY]
     assert all(np.array_equal(before[k], after[k].numpy()) for k in before)
 
 

@@ -57,14 +57,13 @@ def num_clients(cfg: DictConfig) -> int:
 
 
 def modality_of(cfg: DictConfig, partition_id: int) -> str:
-    """The modality observed by partition ``partition_id``: ``data.modalities[partition_id]``."""
-    n = num_clients(cfg)
-    if not 0 <= partition_id < n:
-        raise ConfigError(
-            f"partition-id: {partition_id} out of range; data.modalities gives partitions "
-            f"0..{n - 1}"
-        )
-    return str(cfg.data.modalities[partition_id])
+    """The modality observed by partition ``partition_id`` in ``split_supervised`` (one device
+    per entry of ``data.modalities``): paper 1's one partition rule,
+    :func:`flwr_semcom.paper1.data.partition_role`, with D = 1."""
+    from flwr_semcom.paper1.data import partition_role  # data imports this module
+
+    num_clients(cfg)  # D must be 1
+    return partition_role([str(m) for m in cfg.data.modalities], 1, partition_id)[0]
 
 
 def augment(x: torch.Tensor, seed: int, pad: int = AUG_PAD) -> torch.Tensor:
