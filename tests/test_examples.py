@@ -1,6 +1,6 @@
 """The example apps in ``examples/`` run with the command their README gives (one round).
 
-``examples/byo_model``: ``flwr run . --stream`` in the example's folder with the venv
+``examples/byo-model``: ``flwr run . --stream`` in the example's folder with the venv
 activated (``scripts/setup.sh`` makes ``activate`` export
 ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1``). The test runs exactly that, with its own
 ``FLWR_HOME`` and SuperLink ports, ``num-rounds=1`` and a results folder in ``tmp_path``, then
@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BYO = ROOT / "examples" / "byo_model"
+BYO = ROOT / "examples" / "byo-model"
 README_COMMAND = ["flwr", "run", ".", "--stream"]
 
 
@@ -108,7 +108,7 @@ def test_byo_model_example_runs_one_round_with_the_readme_command(tmp_path: Path
         assert 0.0 <= row["accuracy"] <= 1.0
         assert 0 < row["train_bytes"] < row["total_bytes"]
     # FedAvg, 1 round x 2 devices: weights down + up for training, down for evaluation
-    k = 16  # num-symbols in examples/byo_model/pyproject.toml
+    k = 16  # num-symbols in examples/byo-model/pyproject.toml
     assert results["fedavg"]["train_bytes"] == 2 * 2 * _model_bytes(k)
     assert results["fedavg"]["total_bytes"] == 3 * 2 * _model_bytes(k)
     # split: per training image each device sends k/2 complex symbols (k float32) and gets
@@ -117,4 +117,4 @@ def test_byo_model_example_runs_one_round_with_the_readme_command(tmp_path: Path
     payload = 2 * 2 * n_train * k * 4
     assert payload < results["split"]["train_bytes"] < 1.2 * payload
     assert not _flower_processes(flwr_home)
-    print(f"byo_model, one round through `flwr run`: {elapsed:.1f} s")
+    print(f"byo-model, one round through `flwr run`: {elapsed:.1f} s")
