@@ -46,7 +46,7 @@ from flwr_semcom.paper1.rgbd import (
     num_clients,
     scheduled_lr,
 )
-from flwr_semcom.paper1.settings import encoder_kwargs
+from flwr_semcom.paper1.settings import encoder_kwargs, ssl_settings
 from flwr_semcom.rules import resolve_device
 from flwr_semcom.split import DecoderServer, DeviceTask, ServerStep
 from flwr_semcom.split.schedule import BatchPlan, derive_seed
@@ -145,7 +145,7 @@ def finetune_device(cfg: DictConfig, partition_id: int) -> DeviceTask:
     )
     torch.manual_seed(derive_seed(int(cfg.seed), "p1-head", role))
     transmitter.head.linear.reset_parameters()
-    init = build_ssl_transmitter(cfg, role)
+    init = build_ssl_transmitter(ssl_settings(cfg), role)
     transmitter.encoder.load_state_dict(init.encoder.state_dict())
     channel = build_channel(str(cfg.channel.name), **channel_kwargs(cfg))
     crop = float(cfg.get("finetune", {}).get("crop_scale_min", 0.6))
@@ -246,4 +246,3 @@ def finetune_server(
     )
     server.model.to(_device(cfg))
     return server
-

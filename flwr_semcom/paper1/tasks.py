@@ -31,6 +31,7 @@ from flwr_semcom.paper1.models import (
 )
 from flwr_semcom.paper1.progress import Progress
 from flwr_semcom.paper1.rgbd import load_modality
+from flwr_semcom.paper1.settings import ssl_settings
 from flwr_semcom.rules import ConfigError, resolve_device
 from flwr_semcom.split import ClientTask, ServerStep, ServerTask
 from flwr_semcom.split.device import check_ids
@@ -167,15 +168,16 @@ class DeCURServer(Progress, ServerTask):
 def ssl_device(cfg: DictConfig, partition_id: int) -> SSLClient:
     """The Stage I ``split`` device of ``partition_id`` for ``cfg.pretrain.method``."""
     role = device_modality(cfg, partition_id)
-    method = str(cfg.pretrain.method)
-    model = SSLPipeline(build_ssl_transmitter(cfg, role), intra_loss(cfg, method))
+    settings = ssl_settings(cfg)
+    model = SSLPipeline(
+        build_ssl_transmitter(settings, role), intra_loss(settings, str(cfg.pretrain.method))
+    )
     model.to(torch.device(resolve_device(str(cfg.get("device", "cpu")))))
-    aug: Any = cfg.pretrain.get("augment")
     return SSLClient(
         model,
         load_modality(cfg, role),
-        augment=AugmentConfig.from_mapping(aug),
-        optimizer=lambda params: make_pretrain_sgd(params, cfg),
+        augment=settings.augment,
+        optimizer=lambda params: make_pretrain_sgd(params, settings),
         role=role,
     )
 
@@ -194,7 +196,7 @@ def decur_server(
             "placement is for decur"
         )
     return DeCURServer(
-        decur_loss(cfg),
+        decur_loss(ssl_settings(cfg)),
         train_ids=stage_ids(cfg).train if train_ids is None else train_ids,
         num_clients=int(clients) if clients is not None else num_devices(cfg),
         method=str(cfg.pretrain.method),
