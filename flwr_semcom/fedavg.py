@@ -30,8 +30,7 @@ from flwr.serverapp.strategy import FedAvg
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from flwr_semcom.accounting import CommLedger
-from flwr_semcom.split.protocol import record_nbytes
+from flwr_semcom.accounting import CommLedger, record_nbytes
 from flwr_semcom.split.schedule import derive_seed
 
 __all__ = ["EndToEnd", "LedgerFedAvg", "add_fedavg_client"]
@@ -252,7 +251,7 @@ class LedgerFedAvg(FedAvg):
     -----
     Rows: ``down``/``parameters`` for every train and evaluate message, ``up``/``parameters``
     for every successful train reply; the client is the node id. Sizes are the arrays' bytes
-    (:func:`~flwr_semcom.split.protocol.record_nbytes`), no channel uses (a data link).
+    (:func:`~flwr_semcom.accounting.record_nbytes`), no channel uses (a data link).
     """
 
     def __init__(self, *, ledger: CommLedger | None = None, stage: str = "finetune", **kwargs: Any):
