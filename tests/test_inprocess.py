@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -49,3 +51,16 @@ def test_node_info_action_through_the_project_client_app() -> None:
     (reply,) = grid.send_and_receive([msg])
     info = reply.content["info"]
     assert info["device"] == "cpu" and "partition-id=0" in str(info["node_config"])
+
+
+def test_node_check_runner_reports_every_node(tmp_path: Path) -> None:
+    from flwr_semcom.config import compose_config
+    from simulations.experiments.node_check import run
+
+    cfg = compose_config("node_check", f"experiment.wait=30 paths.output_dir={tmp_path}")
+    grid = InProcessGrid(semcom_app, [{"partition-id": i, "num-partitions": 2} for i in range(2)])
+    summary = run(grid, cfg, grid.server_context())
+    assert (summary["nodes"], summary["answered"], summary["failed"]) == (2, 2, 0)
+    (folder,) = (tmp_path / "node_check").iterdir()
+    rows = (folder / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "partition-id=1" in rows[2]

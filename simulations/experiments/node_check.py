@@ -16,6 +16,7 @@ from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
 from flwr_semcom.results import Results, new_run_dir
+from flwr_semcom.runtime.messaging import ClientInfo, collect
 from simulations.common import output_root, wait_for_nodes
 
 
@@ -28,27 +29,29 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
         for n in nodes
     ]
     t0 = time.monotonic()
-    replies = list(grid.send_and_receive(msgs, timeout=float(cfg.experiment.wait)))
+    probes = [ClientInfo(n, -1, "?") for n in nodes]
+    replies, failures = collect(
+        grid, msgs, probes, action="query.node_info", timeout=float(cfg.experiment.wait)
+    )
     round_trip = time.monotonic() - t0
-    log(INFO, "node_check: %d replies in %.2f s (one query round trip)", len(replies), round_trip)
+    answered = [r for r in replies if r is not None]
+    log(INFO, "node_check: %d replies in %.2f s (one query round trip)", len(answered), round_trip)
     results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
     results.save_config(cfg)
-    failed = [r for r in replies if r.has_error()]
-    for r in replies:
-        if r.has_error():
-            log(INFO, "node %s failed: %s", r.metadata.src_node_id, r.error.reason)
-            continue
+    for f in failures:
+        log(INFO, "node %s failed (%s): %s", nodes[f.index], f.kind, f.reason)
+    for r in answered:
         info = dict(r.content["info"])
         results.add({"node_id": r.metadata.src_node_id, **info})
         log(INFO, "node %s: %s", r.metadata.src_node_id, info)
     summary = {
         "nodes": len(nodes),
-        "answered": len(replies) - len(failed),
-        "failed": len(failed),
+        "answered": len(answered),
+        "failed": len(failures),
         "round_trip_s": round(round_trip, 3),
     }
     results.write_summary(summary)
     log(INFO, "results folder: %s", results.dir.resolve())
-    if failed or len(replies) < len(nodes):
+    if failures:
         raise RuntimeError(f"node_check: {summary}")
     return summary
