@@ -38,11 +38,11 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from flwr_semcom.accounting import CommLedger
+from flwr_semcom.accounting import CommLedger, record_nbytes
+from flwr_semcom.alignment import messages as P
+from flwr_semcom.alignment.recovery import RecoveryModel
 from flwr_semcom.guard import NonFiniteError, finite_replies, nonfinite_summary
-from flwr_semcom.slf import protocol as P
-from flwr_semcom.slf.recovery import RecoveryModel
-from strategies.slf import Link, aligned_transmission, request, request_all
+from strategies.slf import Link, aligned_transmission, exchange
 
 __all__ = ["FedAvgAlignment", "FedAvgAlignmentResult"]
 
@@ -86,6 +86,7 @@ class FedAvgAlignment(FedAvg):
         self,
         link: Link,
         recovery: RecoveryModel,
+        *,
         ledger: CommLedger | None = None,
         timeout: float = 3600.0,
     ) -> None:
@@ -110,18 +111,15 @@ class FedAvgAlignment(FedAvg):
             direction=direction,
             stage="align",
             kind=kind,
-            nbytes=P.record_nbytes(arrays),
+            nbytes=record_nbytes(arrays),
             round=rnd,
             client=self.link.client(role),
         )
 
     def initial_arrays(self, grid: Grid) -> ArrayRecord:
         """Round 0: both nodes upload their transceiver; return the parameter average."""
-        replies = request_all(
-            grid,
-            [Message(RecordDict({}), node, P.MODEL) for _, node in self._nodes()],
-            self.timeout,
-        )
+        clients = [self.link.node(role) for role, _ in self._nodes()]
+        replies = exchange(grid, clients, P.MODEL, self.timeout)
         states = []
         dropped = []
         for (role, node), content in zip(self._nodes(), replies):
@@ -138,7 +136,7 @@ class FedAvgAlignment(FedAvg):
                 )
                 dropped.append(f"node {node} ({role}): {bad}")
                 continue
-            states.append(P.from_record(P.arrays_of(content)))
+            states.append(P.arrays_of(content).to_torch_state_dict())
         if not states:
             raise NonFiniteError(
                 "",
@@ -148,8 +146,8 @@ class FedAvgAlignment(FedAvg):
                 consequence="nothing finite to average, round failed",
             )
         mean = {k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}
-        record = P.to_record(mean)
-        self._model_bytes, self._model_params = P.record_nbytes(record), P.record_numel(record)
+        record = ArrayRecord(mean)
+        self._model_bytes, self._model_params = record_nbytes(record), P.record_numel(record)
         return record
 
     def configure_train(
@@ -253,16 +251,10 @@ class FedAvgAlignment(FedAvg):
         initial = self.initial_arrays(grid)
         result = self.start(grid, initial, num_rounds=rounds, timeout=self.timeout)
         final = result.arrays
-        for role, node in self._nodes():
+        for role, _ in self._nodes():
             self._count("down", "global_model", final, rounds + 1, role)
-            request(
-                grid,
-                node,
-                P.INSTALL,
-                self.timeout,
-                arrays=final,
-                config=ConfigRecord({"scope": "model"}),
-            )
+            content = RecordDict({"arrays": final, "config": ConfigRecord({"scope": "model"})})
+            exchange(grid, [self.link.node(role)], P.INSTALL, self.timeout, [content])
         scores = aligned_transmission(grid, self.link, self.ledger, self.timeout, round=rounds + 1)
         clients = self._clients()
         return FedAvgAlignmentResult(

@@ -3,7 +3,11 @@
 Choi et al., "Semantics Alignment via Split Learning for Resilient Multi-User Semantic
 Communication", arXiv 2310.09394, Sec. III-B. Transmitter ``i`` (partition 0) meets receiver
 ``j`` (partition 1), whose transceivers were pre-trained apart. Four steps, one Flower
-message each (the server relays; the ledger counts each logical transfer once):
+message each, sent through the one messaging layer (:func:`flwr_semcom.runtime.messaging.send`;
+the server relays, so the ledger counts each *logical* transfer once, as the paper does). The
+transceivers can be any :class:`~flwr_semcom.alignment.FreezableTransceiver` (the device side
+is :func:`flwr_semcom.alignment.add_slf_client`); "codebook and decoder" below is the VQ-VAE's
+receiver part:
 
 1. ``query.slf_receiver`` to j: j's codebook and decoder, *downloaded* to i
    (ledger: ``down``, stage ``align``).
@@ -23,26 +27,26 @@ alignment with :class:`~flwr_semcom.guard.NonFiniteError` (nothing is installed)
 SLF is not a round-based aggregation, so :class:`SLFStrategy` does not subclass Flower's
 ``Strategy``: its :meth:`SLFStrategy.start` runs the four steps once and returns an
 :class:`SLFResult` with the bytes, FLOPs, modelled recovery time (eq. in
-:mod:`flwr_semcom.slf.recovery`), measured wall time and the two task metrics.
+:mod:`flwr_semcom.alignment.recovery`), measured wall time and the two task metrics.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from flwr_semcom.accounting import CommLedger
+from flwr_semcom.accounting import CommLedger, record_nbytes
+from flwr_semcom.alignment import messages as P
+from flwr_semcom.alignment.recovery import RecoveryModel
 from flwr_semcom.guard import check_finite
-from flwr_semcom.slf import protocol as P
-from flwr_semcom.slf.recovery import RecoveryModel
+from flwr_semcom.runtime.messaging import ClientInfo, send
 
-__all__ = ["Link", "SLFResult", "SLFStrategy", "aligned_transmission", "request", "request_all"]
+__all__ = ["Link", "SLFResult", "SLFStrategy", "aligned_transmission", "exchange"]
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,13 @@ class Link:
     transmitter, receiver
         Node ids of ``i`` (partition 0) and ``j`` (partition 1).
     crossover
-        DMC crossover ``p`` of the i-j link (measured in step 1, used in steps 2 and 4).
+        The link's channel parameter (DMC crossover ``p`` for the paper's transceivers),
+        measured in step 1, used in steps 2 and 4.
     source, epsilon
-        The data ``i`` sends: ``mnist`` or the eq. 8 ``mixed`` source with ε.
+        The data ``i`` sends (its data parameters, e.g. ``mnist`` or the eq. 8 ``mixed``
+        source with ε), sent to the scoring node in step 4.
     eval_seed
-        Seed of the DMC draws of the aligned transmission (same for every method).
+        Seed of the channel draws of the aligned transmission (same for every method).
     tag
         Prefix of the ledger's ``client`` column (identifies the run in a sweep).
     """
@@ -74,36 +80,39 @@ class Link:
     def client(self, role: str) -> str:
         return f"{self.tag}/{role}" if self.tag else role
 
+    def node(self, role: str) -> ClientInfo:
+        """The node of ``role`` as the messaging layer names it."""
+        if role == "transmitter":
+            return ClientInfo(self.transmitter, 0, role)
+        return ClientInfo(self.receiver, 1, role)
 
-def request_all(grid: Grid, messages: Iterable[Message], timeout: float) -> list[RecordDict]:
-    """Send messages (at most one per node), wait for every reply, return their contents.
+
+def exchange(
+    grid: Grid,
+    clients: list[ClientInfo],
+    message_type: str,
+    timeout: float,
+    contents: list[RecordDict] | None = None,
+) -> list[RecordDict]:
+    """One message to each client (:func:`flwr_semcom.runtime.messaging.send`); the replies'
+    contents in client order. The ledger counts SLF's *logical* transfers, so the caller
+    records them (the server only relays).
 
     Raises
     ------
-    RuntimeError
-        When a node does not answer within ``timeout`` or answers with an error (its reason
-        is in the message).
+    flwr_semcom.runtime.messaging.ClientError
+        When a client answers with an error (its reason in the message) or not in time.
     """
-    msgs = list(messages)
-    dst = [m.metadata.dst_node_id for m in msgs]
-    if len(set(dst)) != len(dst):
-        raise ValueError(f"request_all sends at most one message per node, got nodes {dst}")
-    replies = {r.metadata.src_node_id: r for r in grid.send_and_receive(msgs, timeout=timeout)}
-    out: list[RecordDict] = []
-    for msg in msgs:
-        kind, node = msg.metadata.message_type, msg.metadata.dst_node_id
-        rep = replies.get(node)
-        if rep is None:
-            raise RuntimeError(f"{kind}: no reply from node {node} within {timeout:.0f} s")
-        if rep.has_error():
-            raise RuntimeError(f"{kind} failed on node {node}: {rep.error.reason}")
-        out.append(rep.content)
-    return out
+    contents = contents or [RecordDict() for _ in clients]
+    msgs = [Message(c, info.node_id, message_type) for c, info in zip(contents, clients)]
+    replies = send(grid, msgs, clients, action=message_type, timeout=timeout)
+    return [r.content for r in replies]
 
 
-def request(grid: Grid, node: int, message_type: str, timeout: float, **records: Any) -> RecordDict:
-    """Send one message (records as keyword arguments) and return the reply's content."""
-    return request_all(grid, [Message(RecordDict(records), node, message_type)], timeout)[0]
+def _one(
+    grid: Grid, client: ClientInfo, message_type: str, timeout: float, **records: Any
+) -> RecordDict:
+    return exchange(grid, [client], message_type, timeout, [RecordDict(records)])[0]
 
 
 def aligned_transmission(
@@ -120,9 +129,9 @@ def aligned_transmission(
     dict
         ``mse``, ``accuracy`` and ``num_examples``.
     """
-    enc = request(
+    enc = _one(
         grid,
-        link.transmitter,
+        link.node("transmitter"),
         P.ENCODE,
         timeout,
         config=ConfigRecord({"crossover": link.crossover, "seed": link.eval_seed}),
@@ -139,9 +148,9 @@ def aligned_transmission(
         round=round,
         client=link.client("transmitter"),
     )
-    scored = request(
+    scored = _one(
         grid,
-        link.receiver,
+        link.node("receiver"),
         P.SCORE,
         timeout,
         arrays=received,
@@ -201,6 +210,7 @@ class SLFStrategy:
         self,
         freeze_layers: int,
         recovery: RecoveryModel,
+        *,
         ledger: CommLedger | None = None,
         seed: int = 0,
         timeout: float = 3600.0,
@@ -219,7 +229,7 @@ class SLFStrategy:
 
     def download(self, grid: Grid, link: Link) -> ArrayRecord:
         """Step 1: fetch j's codebook and decoder (counted as a download to i)."""
-        arrays = P.arrays_of(request(grid, link.receiver, P.RECEIVER, self.timeout))
+        arrays = P.arrays_of(_one(grid, link.node("receiver"), P.RECEIVER, self.timeout))
         check_finite(
             "codebook+decoder",
             arrays,
@@ -230,7 +240,7 @@ class SLFStrategy:
             direction="down",
             stage="align",
             kind="codebook+decoder",
-            nbytes=P.record_nbytes(arrays),
+            nbytes=record_nbytes(arrays),
             client=link.client("transmitter"),
         )
         return arrays
@@ -240,8 +250,13 @@ class SLFStrategy:
         config = ConfigRecord(
             {"freeze_layers": self.freeze_layers, "crossover": link.crossover, "seed": self.seed}
         )
-        reply = request(
-            grid, link.transmitter, P.FINETUNE, self.timeout, arrays=downloaded, config=config
+        reply = _one(
+            grid,
+            link.node("transmitter"),
+            P.FINETUNE,
+            self.timeout,
+            arrays=downloaded,
+            config=config,
         )
         check_finite(
             "unfrozen parameters",
@@ -253,16 +268,16 @@ class SLFStrategy:
             direction="up",
             stage="align",
             kind="unfrozen_parameters",
-            nbytes=P.record_nbytes(P.arrays_of(reply)),
+            nbytes=record_nbytes(P.arrays_of(reply)),
             client=link.client("transmitter"),
         )
         return reply
 
     def install(self, grid: Grid, link: Link, uploaded: ArrayRecord) -> None:
         """Step 3 at j: install the uploaded tensors."""
-        request(
+        _one(
             grid,
-            link.receiver,
+            link.node("receiver"),
             P.INSTALL,
             self.timeout,
             arrays=uploaded,
@@ -278,7 +293,7 @@ class SLFStrategy:
         self.install(grid, link, uploaded)
         scores = aligned_transmission(grid, link, self.ledger, self.timeout)
         wall = time.perf_counter() - t0
-        down, up = P.record_nbytes(downloaded), P.record_nbytes(uploaded)
+        down, up = record_nbytes(downloaded), record_nbytes(uploaded)
         flops = P.metric(reply, "flops")
         return SLFResult(
             freeze_layers=self.freeze_layers,

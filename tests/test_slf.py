@@ -14,11 +14,11 @@ import torch
 from flwr.clientapp import ClientApp
 
 from flwr_semcom.accounting import CommLedger
-from flwr_semcom.client_app import register_actions
+from flwr_semcom.alignment import MODEL_KEY, add_slf_client
+from flwr_semcom.alignment.recovery import RecoveryModel
 from flwr_semcom.config import ConfigError, compose_config, config_from_run_config
 from flwr_semcom.inprocess import InProcessGrid
-from flwr_semcom.slf.client import ACTIONS, MODEL_KEY
-from flwr_semcom.slf.recovery import RecoveryModel
+from flwr_semcom.slf.factory import device_from_context
 from flwr_semcom.slf.settings import check_slf_config
 from simulations.experiments.slf_table1 import TABLE_COLUMNS, install_pair, run, sweep_points
 from strategies.fedavg_alignment import FedAvgAlignment
@@ -37,7 +37,7 @@ MODEL_PARAMS = 9552 + RECEIVER_PARAMS
 
 
 def _app() -> ClientApp:
-    return register_actions(ClientApp(), ACTIONS)
+    return add_slf_client(ClientApp(), device_from_context)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_slf_upload_freezing_and_recovery_time(grid: InProcessGrid) -> None:
         link = _channel_link(grid, tag=f"n{n}")
         i, j = link.transmitter, link.receiver
         before_i, before_j = _state(grid, i), _state(grid, j)
-        res = SLFStrategy(n, RECOVERY, ledger, seed=3).start(grid, link)
+        res = SLFStrategy(n, RECOVERY, ledger=ledger, seed=3).start(grid, link)
         after_i, after_j = _state(grid, i), _state(grid, j)
 
         # upload = exactly the unfrozen float32 parameters; download = j's codebook + decoder
@@ -119,7 +119,7 @@ def test_n_out_of_range_is_a_clear_error(grid: InProcessGrid, run_config: dict[s
 def test_fedavg_alignment_counts_every_model_transfer(grid: InProcessGrid) -> None:
     ledger = CommLedger()
     link = _channel_link(grid, tag="fa")
-    out = FedAvgAlignment(link, RECOVERY, ledger).run(grid, rounds=2)
+    out = FedAvgAlignment(link, RECOVERY, ledger=ledger).run(grid, rounds=2)
     model_bytes = 4 * MODEL_PARAMS
     # up: round-0 upload + 2 rounds x 2 clients; down: 2 rounds x 2 clients + final download
     assert out.model_params == MODEL_PARAMS

@@ -9,7 +9,8 @@ import pytest
 from _sim import run_in_simulation  # tests/ is on sys.path (pytest rootdir-relative import)
 from test_slf import SMALL
 
-from flwr_semcom.slf.client import ACTIONS
+from flwr_semcom.alignment import slf_handlers
+from flwr_semcom.slf.factory import device_from_context
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ def test_slf_table1_in_simulation(tmp_path: Path) -> None:
         "experiment": "slf_table1",
         "overrides": f"{SMALL} paths.output_dir={tmp_path}",
     }
-    run_in_simulation(ACTIONS, run_config)
+    run_in_simulation(slf_handlers(device_from_context), run_config)
     tables = list(tmp_path.glob("slf_table1/*/table1.csv"))
     assert len(tables) == 1
     with open(tables[0]) as fh:

@@ -9,14 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from flwr_semcom.alignment.loops import batch_indices
+from flwr_semcom.alignment.recovery import RecoveryModel
 from flwr_semcom.config import ConfigError, compose_config
 from flwr_semcom.models.vqvae import VQVAETransceiver
 from flwr_semcom.slf.cache import checkpoint_path, load_or_train, spec_hash
 from flwr_semcom.slf.data import classifier_data, node_data, num_classes
-from flwr_semcom.slf.recovery import RecoveryModel
 from flwr_semcom.slf.report import table1_markdown
 from flwr_semcom.slf.settings import cache_dir, check_slf_config
-from flwr_semcom.slf.training import batch_indices, train_transceiver
+from flwr_semcom.slf.training import train_transceiver
 
 SMALL = ["data.max_train=64", "data.max_test=32", "data.cifar_per_class=6"]
 

@@ -8,7 +8,7 @@ renamed into place (:class:`flwr_semcom.accounting.atomic_write`), so a killed r
 leaves a half-written checkpoint; an exclusive lock file lets two processes that need the
 same checkpoint train it once. Loading uses
 ``torch.load(..., weights_only=True)`` (no pickled code runs) through
-:func:`flwr_semcom.guard.safe_load_state` (a checkpoint of another architecture is one
+:func:`flwr_semcom.checkpoint.safe_load_state` (a checkpoint of another architecture is one
 line naming the file and the parameter). A model holding NaN or inf is never saved
 (:class:`~flwr_semcom.guard.NonFiniteError`).
 """
@@ -28,7 +28,8 @@ from flwr.common.logger import log
 from torch import nn
 
 from flwr_semcom.accounting import atomic_write
-from flwr_semcom.guard import check_finite, safe_load_state
+from flwr_semcom.checkpoint import safe_load_state
+from flwr_semcom.guard import check_finite
 
 __all__ = ["checkpoint_path", "load_or_train", "spec_hash"]
 

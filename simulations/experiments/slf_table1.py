@@ -26,21 +26,22 @@ from dataclasses import dataclass, field, replace
 from logging import INFO
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
 from flwr_semcom.accounting import CommLedger, atomic_write
+from flwr_semcom.alignment import messages as P
+from flwr_semcom.alignment.recovery import RecoveryModel
 from flwr_semcom.config import output_root
 from flwr_semcom.results import Results, new_run_dir, write_csv
-from flwr_semcom.slf import protocol as P
-from flwr_semcom.slf.recovery import RecoveryModel
+from flwr_semcom.runtime.messaging import ClientInfo
 from flwr_semcom.slf.report import TASKS, plot_fig3, table1_markdown
 from flwr_semcom.slf.settings import CASES, check_slf_config
 from simulations.common import wait_for_nodes
 from strategies.fedavg_alignment import FedAvgAlignment
-from strategies.slf import Link, SLFStrategy, aligned_transmission, request_all
+from strategies.slf import Link, SLFStrategy, aligned_transmission, exchange
 
 TABLE_COLUMNS = (
     "case",
@@ -108,8 +109,9 @@ def install_pair(
             "epsilon": point.epsilon,
         }
     )
-    msgs = [Message(RecordDict({"config": config}), node, P.SETUP) for node in nodes]
-    replies = request_all(grid, msgs, timeout)
+    probes = [ClientInfo(node, -1, "?") for node in nodes]
+    contents = [RecordDict({"config": config}) for _ in nodes]
+    replies = exchange(grid, probes, P.SETUP, timeout, contents)
     by_partition = {int(P.metric(r, "partition-id")): node for node, r in zip(nodes, replies)}
     if sorted(by_partition) != [0, 1]:
         raise RuntimeError(
@@ -167,7 +169,9 @@ class _Sweep:
         for k, n in enumerate(int(x) for x in s.freeze_layers):
             if k:  # the previous run changed both nodes: start again from the pre-trained pair
                 install_pair(self.grid, self.nodes, self.cfg, point, self.timeout)
-            strategy = SLFStrategy(n, self.recovery, self.ledger, int(self.cfg.seed), self.timeout)
+            strategy = SLFStrategy(
+                n, self.recovery, ledger=self.ledger, seed=int(self.cfg.seed), timeout=self.timeout
+            )
             res = strategy.start(self.grid, replace(link, tag=f"{tag}/slf-n{n}"))
             self.add(
                 {
@@ -192,7 +196,10 @@ class _Sweep:
         if point.table or bool(s.sweep.fedavg):
             install_pair(self.grid, self.nodes, self.cfg, point, self.timeout)
             fedavg = FedAvgAlignment(
-                replace(link, tag=f"{tag}/fedavg"), self.recovery, self.ledger, self.timeout
+                replace(link, tag=f"{tag}/fedavg"),
+                self.recovery,
+                ledger=self.ledger,
+                timeout=self.timeout,
             )
             out = fedavg.run(self.grid, int(s.fedavg.rounds))
             measured = {

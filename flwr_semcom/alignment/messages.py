@@ -1,63 +1,60 @@
-"""SLF message types and record helpers shared by the ClientApp handlers and the strategies.
+"""SLF message types and typed access to message contents (client handlers and strategies).
 
-Paper 2 (Choi et al., arXiv 2310.09394), Sec. III-B. One Flower message per SLF step (a
-message costs ~0.1 s in simulation and ~6 s in deployment, ../shared/FLOWER_NOTES.md §4):
+Choi et al., arXiv 2310.09394, Sec. III-B. One Flower message per SLF step (a message costs
+~0.1 s in simulation and ~6 s in deployment, ../shared/FLOWER_NOTES.md §4). Every value a
+message carries is typed (numbers, role names, data parameters); hyper-parameters are the
+node's own (:class:`~flwr_semcom.alignment.SLFDevice`).
 
 ======================  =========  ==========================================================
 message type            to         content → reply
 ======================  =========  ==========================================================
-``train.slf_setup``     both       config {transmitter, receiver, source, epsilon} → metrics;
-                                   partition 0 installs the transmitter's pre-trained
-                                   transceiver, partition 1 the receiver's
-``query.slf_receiver``  j          → arrays: j's codebook + decoder (step 1, download to i)
-``train.slf_finetune``  i          arrays: downloaded codebook + decoder, config
+``train.slf_setup``     both       config (the device's setup parameters, e.g. {transmitter,
+                                   receiver, source, epsilon}) → metrics {partition-id,
+                                   params, …}; the node installs its initial transceiver
+``query.slf_receiver``  j          → arrays: j's receiver part (step 1, download to i)
+``train.slf_finetune``  i          arrays: the downloaded receiver part, config
                                    {freeze_layers, crossover, seed} → arrays: the unfrozen
-                                   codebook/decoder tensors (step 3 upload), metrics
-                                   {flops, wall_s, …} (step 2)
+                                   receiver tensors (step 3 upload), metrics {flops, wall-s, …}
 ``train.slf_install``   j (both)   arrays, config {scope: receiver|model} → metrics
 ``query.slf_encode``    i          config {crossover, seed} → arrays {indices_hat} (step 4,
-                                   i's test images encoded and sent through the DMC)
-``query.slf_score``     j          arrays {indices_hat}, config {source, epsilon} → metrics
-                                   {mse, accuracy, num-examples} (step 4, j decodes)
+                                   i's test images encoded and sent through the channel)
+``query.slf_score``     j          arrays {indices_hat}, config (the sender's data
+                                   parameters) → metrics {mse, accuracy, num-examples, …}
 ``query.slf_model``     both       → arrays: the whole transceiver (FedAvg round 0 upload)
 ``train.slf_fedavg``    both       arrays (global), config {server-round, crossover} →
                                    arrays, metrics {num-examples, flops, …} (FedAvg round)
-``evaluate.slf_fedavg`` i          arrays (global), config {crossover, seed, source, epsilon}
-                                   → metrics {mse, accuracy, num-examples}
+``evaluate.slf_fedavg`` i          arrays (global), config {crossover, seed, + the data
+                                   parameters} → metrics {mse, accuracy, num-examples, …}
 ======================  =========  ==========================================================
 
-The server relays every payload; the communication ledger counts each *logical* transfer
-once, as the paper does (j → i download, i → j upload).
+``crossover`` is the link's channel parameter (the DMC crossover ``p`` for the paper's
+transceivers); the device's ``channel_fn`` turns it into a channel.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 __all__ = [
+    "ENCODE",
+    "FEDAVG_EVAL",
+    "FEDAVG_TRAIN",
+    "FINETUNE",
+    "INSTALL",
+    "MESSAGE_TYPES",
+    "MODEL",
+    "RECEIVER",
+    "SCORE",
+    "SETUP",
     "arrays_of",
     "config_float",
     "config_int",
     "config_of",
     "config_str",
     "metric",
-    "ENCODE",
-    "FEDAVG_EVAL",
-    "FEDAVG_TRAIN",
-    "FINETUNE",
-    "INSTALL",
-    "MODEL",
-    "RECEIVER",
-    "SCORE",
-    "SETUP",
-    "from_record",
-    "record_nbytes",
     "record_numel",
-    "to_record",
 ]
 
 SETUP = "train.slf_setup"
@@ -69,26 +66,14 @@ SCORE = "query.slf_score"
 MODEL = "query.slf_model"
 FEDAVG_TRAIN = "train.slf_fedavg"
 FEDAVG_EVAL = "evaluate.slf_fedavg"
-
-
-def to_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    """An ``ArrayRecord`` of CPU copies of ``state`` (names kept, order kept)."""
-    return ArrayRecord({k: v.detach().cpu().contiguous() for k, v in state.items()})
-
-
-def from_record(record: ArrayRecord) -> dict[str, torch.Tensor]:
-    """The tensors of an ``ArrayRecord`` (writable CPU tensors)."""
-    return {k: torch.from_numpy(arr.numpy().copy()) for k, arr in record.items()}
-
-
-def record_nbytes(record: ArrayRecord) -> int:
-    """Serialised payload size: ``sum(numel * itemsize)`` over the record's arrays."""
-    return int(sum(arr.numpy().nbytes for arr in record.values()))
+MESSAGE_TYPES = (
+    SETUP, RECEIVER, FINETUNE, INSTALL, ENCODE, SCORE, MODEL, FEDAVG_TRAIN, FEDAVG_EVAL
+)  # fmt: skip
 
 
 def record_numel(record: ArrayRecord) -> int:
     """Number of scalars in the record."""
-    return int(sum(arr.numpy().size for arr in record.values()))
+    return int(sum(math.prod(arr.shape) for arr in record.values()))
 
 
 def arrays_of(content: RecordDict, key: str = "arrays") -> ArrayRecord:
