@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -114,8 +114,7 @@ def records_to_plain(records: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, rec in records.items():
         if isinstance(rec, ArrayRecord):
-            tensors = {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in rec.items()}
-            out[name] = {"kind": "arrays", "data": tensors}
+            out[name] = {"kind": "arrays", "data": dict(rec.to_torch_state_dict())}
         elif isinstance(rec, ConfigRecord):
             out[name] = {"kind": "config", "data": dict(rec)}
         elif isinstance(rec, MetricRecord):
@@ -131,10 +130,7 @@ def plain_to_records(plain: Mapping[str, Any]) -> RecordDict:
     for name, entry in plain.items():
         kind, data = entry["kind"], entry["data"]
         if kind == "arrays":
-            rec = ArrayRecord()
-            for k, v in data.items():
-                rec[k] = Array(v.contiguous())
-            out[name] = rec
+            out[name] = ArrayRecord({k: v.contiguous() for k, v in data.items()})
         elif kind == "config":
             out[name] = ConfigRecord(dict(data))
         elif kind == "metrics":
