@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -201,22 +200,3 @@ def decur_server(
         num_clients=int(clients) if clients is not None else num_devices(cfg),
         method=str(cfg.pretrain.method),
     )
-
-
-# ---------------------------------------------------------------- deprecated (until paper 1's
-# strategies and client use paper1.stage2 / decur_server; see /tmp/api_A.md)
-def DecoderServer(cfg: DictConfig, method: str = "?", **kwargs: Any) -> Any:  # noqa: N802
-    """Deprecated: :func:`flwr_semcom.paper1.stage2.finetune_server`."""
-    from flwr_semcom.paper1.stage2 import finetune_server
-
-    return finetune_server(cfg, method=method, **kwargs)
-
-
-def FinetuneClient(cfg: DictConfig, node_config: Mapping[str, Any]) -> Any:  # noqa: N802
-    """Deprecated: :func:`flwr_semcom.paper1.stage2.finetune_device`."""
-    from flwr_semcom.paper1.stage2 import finetune_device
-
-    return finetune_device(cfg, int(node_config["partition-id"]))
-
-
-FINETUNE_CLIENT_TASK = "p1_finetune"

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 
 from flwr_semcom.accounting import record_nbytes
 from flwr_semcom.split.schedule import BatchPlan
@@ -217,8 +217,3 @@ def unpack_tensors(
         for i, part in enumerate(torch.split(t, list(sizes))):
             out[i][name] = part
     return out
-
-
-def content_nbytes(content: RecordDict, names: Sequence[str]) -> int:
-    """Bytes of the records ``names`` present in ``content`` (missing names count 0)."""
-    return sum(record_nbytes(content[n]) for n in names if n in content)
