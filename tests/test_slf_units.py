@@ -16,7 +16,7 @@ from flwr_semcom.models.vqvae import VQVAETransceiver
 from flwr_semcom.slf.cache import checkpoint_path, load_or_train, spec_hash
 from flwr_semcom.slf.data import classifier_data, node_data, num_classes
 from flwr_semcom.slf.report import table1_markdown
-from flwr_semcom.slf.settings import cache_dir, check_slf_config
+from flwr_semcom.slf.settings import cache_dir, check_slf_config, data_key, pretraining
 from flwr_semcom.slf.training import train_transceiver
 
 SMALL = ["data.max_train=64", "data.max_test=32", "data.cifar_per_class=6"]
@@ -66,20 +66,20 @@ def test_cache_dir_is_absolute_under_output_dir(tmp_path: Path) -> None:
 
 
 def test_node_data_mnist_and_mixture() -> None:
-    cfg = compose_config("slf_table1", SMALL)
-    train = node_data(cfg, "mnist", 0.0, "train")
-    test = node_data(cfg, "mnist", 0.0, "test")
+    key = data_key(compose_config("slf_table1", SMALL))
+    train = node_data(key, "mnist", 0.0, "train")
+    test = node_data(key, "mnist", 0.0, "test")
     assert train.images.shape == (64, 1, 28, 28) and test.images.shape == (32, 1, 28, 28)
     assert float(train.images.min()) >= 0.0 and float(train.images.max()) <= 1.0
-    all_cifar = node_data(cfg, "mixed", 1.0, "test")
+    all_cifar = node_data(key, "mixed", 1.0, "test")
     assert int(all_cifar.labels.min()) >= 10 and num_classes("mixed") == 20
-    half = node_data(cfg, "mixed", 0.5, "train")
+    half = node_data(key, "mixed", 0.5, "train")
     assert (half.labels < 10).any() and (half.labels >= 10).any()
-    both = classifier_data(cfg, "mixed")
+    both = classifier_data(key, "mixed")
     # 64 MNIST + 10 classes x (6 - round(0.2 * 6)) CIFAR-10 training images
     assert len(both) == 64 + 50 and int(both.labels.max()) <= 19
     with pytest.raises(ValueError, match="source"):
-        node_data(cfg, "svhn", 0.0, "train")
+        node_data(key, "svhn", 0.0, "train")
 
 
 def test_batches_have_a_fixed_size() -> None:
@@ -143,3 +143,27 @@ def test_table1_markdown_layout() -> None:
     assert "| Accuracy (%) | 99.00 | 98.00 | 97.00 | 96.00 | 95.00 | – |" in lines
     assert "| Accuracy (%), paper | 98.55 | 98.04 | 97.83 | 97.01 | – | – |" in lines
     assert "misaligned) MSE 0.2000, accuracy 10.00 %" in lines[0]
+
+
+def test_pretraining_specs_are_the_cache_keys() -> None:
+    """The typed settings carry exactly the values (and types) of the config: the cache keys."""
+    cfg = compose_config("slf_table1", ["seed=5", "strategy.pretrain.lr=0.002"])
+    pre = pretraining(cfg)
+    spec = pre.transceiver_spec("T3")
+    assert spec["model"] == {
+        "name": "vqvae", "in_channels": 1, "enc_channels": [16, 32], "code_dim": 32,
+        "codebook_size": 64, "dec_channels": [64, 88],
+    }  # fmt: skip
+    assert spec["env"] == {"source": "mixed", "epsilon": 0.5, "crossover": 0.0, "seed": 3}
+    assert spec["train"] == {"steps": 1000, "lr": 0.002, "batch_size": 64, "beta": 0.25}
+    assert spec["data"]["root"] == data_key(cfg).root and spec["version"] == 1
+    c = pre.classifier_spec("mixed")
+    assert (c["seed"], c["model"], c["train"]["shift"]) == (
+        5,
+        {"channels": [32, 64], "hidden": 128},
+        2,
+    )
+    assert sum(p.numel() for p in pre.new_transceiver().parameters()) == 121705
+    assert pre.new_classifier("mixed").num_classes == 20
+    with pytest.raises(ValueError, match="unknown transceiver 'T9'; valid names .*T1, T2, T3"):
+        pre.transceiver_spec("T9")

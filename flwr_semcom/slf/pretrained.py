@@ -5,108 +5,142 @@ environment (data source, DMC crossover ``p``), with Adam at the original learni
 T1 on MNIST at ``p1``, T2 on MNIST at ``p2`` (channel dissimilarity), T3 on the eq. 8
 MNIST / CIFAR-10 mixture at ``ε`` (source dissimilarity). The classifiers (MNIST; MNIST +
 CIFAR-10) are trained once on clean images and stay frozen. All of them are cached by a hash
-of their config (:mod:`flwr_semcom.slf.cache`); the environments are
-``strategy.transceivers`` in ``conf/strategy/slf.yaml``.
+of their spec (:mod:`flwr_semcom.slf.cache`). The settings are a typed :class:`Pretraining`,
+built from ``conf/`` by :func:`flwr_semcom.slf.settings.pretraining` (the environments are
+``strategy.transceivers`` in ``conf/strategy/slf.yaml``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
-from flwr_semcom.config import resolve_device
 from flwr_semcom.models.classifier import ConvClassifier
 from flwr_semcom.models.vqvae import VQVAETransceiver
 from flwr_semcom.slf.cache import load_or_train
-from flwr_semcom.slf.data import classifier_data, data_key, node_data, num_classes
-from flwr_semcom.slf.settings import cache_dir, plain
+from flwr_semcom.slf.data import DataKey, classifier_data, node_data, num_classes
 from flwr_semcom.slf.training import train_classifier, train_transceiver
 
 __all__ = [
-    "build_classifier",
-    "build_transceiver",
-    "classifier_spec",
+    "CACHE_VERSION",
+    "Pretraining",
     "pretrained_classifier",
     "pretrained_transceiver",
-    "transceiver_spec",
 ]
 
 #: Bumped when the training code changes in a way that changes the weights.
 CACHE_VERSION = 1
 
 
-def build_transceiver(cfg: DictConfig) -> VQVAETransceiver:
-    """A freshly initialised transceiver with the sizes of ``cfg.model``."""
-    m = cfg.model
-    return VQVAETransceiver(
-        in_channels=int(m.in_channels),
-        enc_channels=tuple(int(c) for c in m.enc_channels),
-        code_dim=int(m.code_dim),
-        codebook_size=int(m.codebook_size),
-        dec_channels=tuple(int(c) for c in m.dec_channels),
-    )
+@dataclass(frozen=True)
+class Pretraining:
+    """Everything that determines the pre-trained models (typed; part of each cache key).
 
+    Attributes
+    ----------
+    model
+        The transceiver's settings as in ``conf/model/vqvae.yaml`` without ``classifier``
+        (``name``, ``in_channels``, ``enc_channels``, ``code_dim``, ``codebook_size``,
+        ``dec_channels``).
+    classifier
+        ``{"channels": [...], "hidden": ...}`` of the task classifier.
+    data
+        The data settings.
+    envs
+        Transceiver name → ``{"source", "epsilon", "crossover", "seed"}``.
+    steps, lr, batch_size, beta
+        Transceiver pre-training (Adam) and the eq. 7 commitment weight.
+    classifier_steps, classifier_lr, classifier_shift
+        Classifier training (Adam, random shifts of up to ``classifier_shift`` pixels).
+    seed
+        Seed of the classifiers.
+    cache_dir
+        Absolute checkpoint folder.
+    device
+        Torch device of the training.
+    """
 
-def build_classifier(cfg: DictConfig, source: str) -> ConvClassifier:
-    """A freshly initialised classifier for the label space of ``source``."""
-    c = cfg.model.classifier
-    return ConvClassifier(
-        num_classes=num_classes(source),
-        in_channels=int(cfg.model.in_channels),
-        channels=tuple(int(x) for x in c.channels),
-        hidden=int(c.hidden),
-    )
+    model: Mapping[str, Any]
+    classifier: Mapping[str, Any]
+    data: DataKey
+    envs: Mapping[str, Mapping[str, Any]]
+    steps: int
+    lr: float
+    batch_size: int
+    beta: float
+    classifier_steps: int
+    classifier_lr: float
+    classifier_shift: int
+    seed: int
+    cache_dir: Path
+    device: str = "cpu"
 
-
-def _transceiver_env(cfg: DictConfig, name: str) -> dict[str, Any]:
-    envs = cfg.strategy.transceivers
-    if name not in envs:
-        raise ValueError(
-            f"unknown transceiver {name!r}; valid names (strategy.transceivers): "
-            + ", ".join(sorted(envs))
+    def new_transceiver(self) -> VQVAETransceiver:
+        """A freshly initialised transceiver of these sizes (on CPU)."""
+        m = self.model
+        return VQVAETransceiver(
+            in_channels=int(m["in_channels"]),
+            enc_channels=tuple(int(c) for c in m["enc_channels"]),
+            code_dim=int(m["code_dim"]),
+            codebook_size=int(m["codebook_size"]),
+            dec_channels=tuple(int(c) for c in m["dec_channels"]),
         )
-    env: dict[str, Any] = plain(envs[name])
-    return env
 
+    def new_classifier(self, source: str) -> ConvClassifier:
+        """A freshly initialised classifier for the label space of ``source`` (on CPU)."""
+        return ConvClassifier(
+            num_classes=num_classes(source),
+            in_channels=int(self.model["in_channels"]),
+            channels=tuple(int(x) for x in self.classifier["channels"]),
+            hidden=int(self.classifier["hidden"]),
+        )
 
-def transceiver_spec(cfg: DictConfig, name: str) -> dict[str, Any]:
-    """Everything that determines the weights of transceiver ``name`` (the cache key)."""
-    s = cfg.strategy
-    return {
-        "name": name,
-        "version": CACHE_VERSION,
-        "model": {k: plain(v) for k, v in cfg.model.items() if k != "classifier"},
-        "data": data_key(cfg)._asdict(),
-        "env": _transceiver_env(cfg, name),
-        "train": {
-            "steps": int(s.pretrain.steps),
-            "lr": float(s.pretrain.lr),
-            "batch_size": int(s.batch_size),
-            "beta": float(s.beta),
-        },
-    }
+    def env(self, name: str) -> dict[str, Any]:
+        """The pre-training environment of transceiver ``name`` (``ValueError`` if unknown)."""
+        if name not in self.envs:
+            raise ValueError(
+                f"unknown transceiver {name!r}; valid names (strategy.transceivers): "
+                + ", ".join(sorted(self.envs))
+            )
+        return dict(self.envs[name])
 
+    def transceiver_spec(self, name: str) -> dict[str, Any]:
+        """Everything that determines the weights of transceiver ``name`` (the cache key)."""
+        return {
+            "name": name,
+            "version": CACHE_VERSION,
+            "model": dict(self.model),
+            "data": self.data._asdict(),
+            "env": self.env(name),
+            "train": {
+                "steps": self.steps,
+                "lr": self.lr,
+                "batch_size": self.batch_size,
+                "beta": self.beta,
+            },
+        }
 
-def classifier_spec(cfg: DictConfig, source: str) -> dict[str, Any]:
-    """Everything that determines the weights of the ``source`` classifier (the cache key)."""
-    c = cfg.strategy.classifier
-    return {
-        "name": f"classifier-{source}",
-        "version": CACHE_VERSION,
-        "model": plain(cfg.model.classifier),
-        "in_channels": int(cfg.model.in_channels),
-        "data": data_key(cfg)._asdict(),
-        "source": source,
-        "seed": int(cfg.seed),
-        "train": {
-            "steps": int(c.steps),
-            "lr": float(c.lr),
-            "shift": int(c.shift),
-            "batch_size": int(cfg.strategy.batch_size),
-        },
-    }
+    def classifier_spec(self, source: str) -> dict[str, Any]:
+        """Everything that determines the weights of the ``source`` classifier (the cache key)."""
+        return {
+            "name": f"classifier-{source}",
+            "version": CACHE_VERSION,
+            "model": dict(self.classifier),
+            "in_channels": int(self.model["in_channels"]),
+            "data": self.data._asdict(),
+            "source": source,
+            "seed": self.seed,
+            "train": {
+                "steps": self.classifier_steps,
+                "lr": self.classifier_lr,
+                "shift": self.classifier_shift,
+                "batch_size": self.batch_size,
+            },
+        }
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -114,21 +148,21 @@ def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def pretrained_transceiver(cfg: DictConfig, name: str) -> tuple[VQVAETransceiver, bool]:
+def pretrained_transceiver(pre: Pretraining, name: str) -> tuple[VQVAETransceiver, bool]:
     """Transceiver ``name`` pre-trained in its environment (cached); ``(model, from_cache)``."""
-    spec = transceiver_spec(cfg, name)
+    spec = pre.transceiver_spec(name)
     env, tr = spec["env"], spec["train"]
-    device = resolve_device(str(cfg.device))
 
     def build() -> VQVAETransceiver:
         with torch.random.fork_rng(devices=[]):
             _seeded(int(env["seed"]))
-            return build_transceiver(cfg)
+            return pre.new_transceiver()
 
     def train(model: VQVAETransceiver) -> dict[str, Any]:
-        images = node_data(cfg, env["source"], float(env["epsilon"]), "train").images.to(device)
+        data = node_data(pre.data, env["source"], float(env["epsilon"]), "train")
+        images = data.images.to(pre.device)
         stats = train_transceiver(
-            model.to(device),
+            model.to(pre.device),
             images,
             steps=tr["steps"],
             lr=tr["lr"],
@@ -140,26 +174,25 @@ def pretrained_transceiver(cfg: DictConfig, name: str) -> tuple[VQVAETransceiver
         )
         return {"wall_s": stats.wall_s, "last_loss": stats.last_loss, "images": len(images)}
 
-    return load_or_train(cache_dir(cfg), "transceiver", spec, build, train)
+    return load_or_train(pre.cache_dir, "transceiver", spec, build, train)
 
 
-def pretrained_classifier(cfg: DictConfig, source: str) -> tuple[ConvClassifier, bool]:
+def pretrained_classifier(pre: Pretraining, source: str) -> tuple[ConvClassifier, bool]:
     """The frozen classifier of ``source`` (``mnist`` or ``mixed``), cached."""
-    spec = classifier_spec(cfg, source)
-    device = resolve_device(str(cfg.device))
+    spec = pre.classifier_spec(source)
     tr = spec["train"]
 
     def build() -> ConvClassifier:
         with torch.random.fork_rng(devices=[]):
             _seeded(spec["seed"])
-            return build_classifier(cfg, source)
+            return pre.new_classifier(source)
 
     def train(model: ConvClassifier) -> dict[str, Any]:
-        ds = classifier_data(cfg, source)
+        ds = classifier_data(pre.data, source)
         stats = train_classifier(
-            model.to(device),
-            ds.images.to(device),
-            ds.labels.to(device),
+            model.to(pre.device),
+            ds.images.to(pre.device),
+            ds.labels.to(pre.device),
             steps=tr["steps"],
             lr=tr["lr"],
             batch_size=tr["batch_size"],
@@ -168,7 +201,7 @@ def pretrained_classifier(cfg: DictConfig, source: str) -> tuple[ConvClassifier,
         )
         return {"wall_s": stats.wall_s, "last_loss": stats.last_loss, "images": len(ds)}
 
-    model, cached = load_or_train(cache_dir(cfg), "classifier", spec, build, train)
+    model, cached = load_or_train(pre.cache_dir, "classifier", spec, build, train)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, cached

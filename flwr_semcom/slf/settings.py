@@ -1,4 +1,4 @@
-"""Validation and typed access for the SLF configuration (``conf/strategy/slf.yaml`` & co.).
+"""Validation of the SLF configuration (``conf/strategy/slf.yaml`` & co.) and its typed views.
 
 Paper 2 (Choi et al., arXiv 2310.09394) lost most of its hyper-parameters in conversion; ours
 live in ``conf/strategy/slf.yaml``, ``conf/model/vqvae.yaml`` and ``conf/data/mnist_mix.yaml``
@@ -6,6 +6,8 @@ live in ``conf/strategy/slf.yaml``, ``conf/model/vqvae.yaml`` and ``conf/data/mn
 :func:`flwr_semcom.config.add_rules`; every rule is optional (checked only where the key
 exists), so other experiments are not affected. :func:`check_slf_config` adds the checks that
 span several keys (names of transceivers in ``cases``, ``freeze_layers`` against the model).
+:func:`data_key` and :func:`pretraining` are the typed views the rest of the package takes
+(with :mod:`flwr_semcom.slf.factory`, the only modules of paper 2 that read the config tree).
 """
 
 from __future__ import annotations
@@ -26,20 +28,24 @@ from flwr_semcom.config import (
     int_range,
     output_root,
     project_root,
+    resolve_device,
 )
+from flwr_semcom.data import resolve_data_root
+from flwr_semcom.slf.data import SOURCES, DataKey
+from flwr_semcom.slf.pretrained import Pretraining
 
 __all__ = [
     "CASES",
     "SOURCES",
     "cache_dir",
     "check_slf_config",
+    "data_key",
     "max_freeze_layers",
+    "pretraining",
 ]
 
 #: The two misalignment cases of Table I.
 CASES = ("channel", "source")
-#: Where a node's data comes from: MNIST, or the MNIST / CIFAR-10 mixture of eq. 8.
-SOURCES = ("mnist", "mixed")
 
 
 def _prob_list() -> Rule:
@@ -245,3 +251,41 @@ def plain(node: Any) -> Any:
     if isinstance(node, DictConfig) or OmegaConf.is_list(node):
         return OmegaConf.to_container(node, resolve=True)
     return node
+
+
+def data_key(cfg: DictConfig) -> DataKey:
+    """The :class:`~flwr_semcom.slf.data.DataKey` of a config (the data root resolved to an
+    absolute folder)."""
+    d = cfg.data
+    root = resolve_data_root(cfg.paths.get("data_root"), project_root(cfg))
+    return DataKey(
+        str(root),
+        str(d.mnist_source),
+        None if d.extra_train is None else str(d.extra_train),
+        float(d.test_fraction),
+        int(d.split_seed),
+        None if d.max_train is None else int(d.max_train),
+        None if d.max_test is None else int(d.max_test),
+        None if d.get("cifar_per_class") is None else int(d.cifar_per_class),
+    )
+
+
+def pretraining(cfg: DictConfig) -> Pretraining:
+    """The typed pre-training settings of a composed SLF config."""
+    s = cfg.strategy
+    return Pretraining(
+        model={k: plain(v) for k, v in cfg.model.items() if k != "classifier"},
+        classifier=plain(cfg.model.classifier),
+        data=data_key(cfg),
+        envs=plain(s.transceivers),
+        steps=int(s.pretrain.steps),
+        lr=float(s.pretrain.lr),
+        batch_size=int(s.batch_size),
+        beta=float(s.beta),
+        classifier_steps=int(s.classifier.steps),
+        classifier_lr=float(s.classifier.lr),
+        classifier_shift=int(s.classifier.shift),
+        seed=int(cfg.seed),
+        cache_dir=cache_dir(cfg),
+        device=resolve_device(str(cfg.device)),
+    )
