@@ -36,9 +36,9 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from flwr_semcom.accounting import CommLedger, record_nbytes
+from flwr_semcom.accounting import CommLedger
 from flwr_semcom.guard import NonFiniteError, nonfinite_summary
-from flwr_semcom.runtime.messaging import ClientInfo, send
+from flwr_semcom.runtime.messaging import ClientInfo, record_transfer, send
 from flwr_semcom.split.protocol import QUERY_STATE, SET_MODEL
 
 __all__ = [
@@ -211,21 +211,14 @@ class FedAvgModality(Strategy):
             content = RecordDict({"config": cfg})
             if c.role in per_modality:
                 content[self.weights_key] = per_modality[c.role]
-                self.ledger.record(
-                    direction="down",
-                    stage=self.stage,
-                    kind="parameters",
-                    nbytes=record_nbytes(per_modality[c.role]),
-                    round=server_round,
-                    client=self.label(c),
-                )
-            self.ledger.record(
-                direction="down",
+            record_transfer(
+                self.ledger,
+                "down",
+                content,
                 stage=self.stage,
-                kind="control",
-                nbytes=record_nbytes(cfg),
-                round=server_round,
-                client=self.label(c),
+                round_=server_round,
+                client=c.label,
+                kinds={self.weights_key: "parameters"},
             )
             msgs.append(Message(content, c.node_id, self.message_type, group_id=str(server_round)))
         return msgs
@@ -256,13 +249,14 @@ class FedAvgModality(Strategy):
                 arrays = reply.content.array_records[self.weights_key]
                 items.append((client.role, arrays, n))
                 sources.append(f"node {reply.metadata.src_node_id}")
-                self.ledger.record(
-                    direction="up",
+                record_transfer(  # the weights (the metrics are the round's bookkeeping)
+                    self.ledger,
+                    "up",
+                    RecordDict({self.weights_key: arrays}),
                     stage=self.stage,
-                    kind="parameters",
-                    nbytes=record_nbytes(arrays),
-                    round=server_round,
-                    client=self.label(client),
+                    round_=server_round,
+                    client=client.label,
+                    kinds={self.weights_key: "parameters"},
                 )
         metrics_out = MetricRecord({k: v / total for k, v in sums.items()} if total else {})
         metrics_out["num-examples"] = total
@@ -332,13 +326,14 @@ def average_split_clients(
     items = []
     for c, reply in zip(clients, replies):
         arrays = reply.content.array_records["state"]
-        ledger.record(
-            direction="up",
+        record_transfer(
+            ledger,
+            "up",
+            RecordDict({"state": arrays}),
             stage=stage,
-            kind="parameters",
-            nbytes=record_nbytes(arrays),
-            round=server_round,
+            round_=server_round,
             client=c.label,
+            kinds={"state": "parameters"},
         )
         items.append((c.role, arrays, float(num_examples[c.partition_id])))
     averages = aggregate_by_modality(
@@ -352,13 +347,14 @@ def average_split_clients(
                 "weights": averages[c.role],
             }
         )
-        ledger.record(
-            direction="down",
+        record_transfer(
+            ledger,
+            "down",
+            RecordDict({"weights": averages[c.role]}),
             stage=stage,
-            kind="parameters",
-            nbytes=record_nbytes(averages[c.role]),
-            round=server_round,
+            round_=server_round,
             client=c.label,
+            kinds={"weights": "parameters"},
         )
         down.append(Message(content, c.node_id, SET_MODEL))
     send(

@@ -29,9 +29,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from flwr_semcom.accounting import CommLedger, record_nbytes
+from flwr_semcom.accounting import CommLedger
 from flwr_semcom.guard import NonFiniteError
-from flwr_semcom.runtime.messaging import ClientInfo, send
+from flwr_semcom.runtime.messaging import ClientInfo, record_transfer, send
 from strategies.fedavg_modality import FedAvgModality, average_split_clients, split_modalities
 from strategies.split_training import SplitTraining
 
@@ -129,16 +129,17 @@ class LocalPretrain(FedAvgModality):
         per_modality = split_modalities(self.global_arrays)
         msgs = []
         for c in self.clients:
-            self.ledger.record(
-                direction="down",
-                stage="pretrain",
-                kind="parameters",
-                nbytes=record_nbytes(per_modality[c.role]),
-                round=server_round,
-                client=self.label(c),
-            )
             content = RecordDict(
                 {"config": ConfigRecord({"target": "local"}), "weights": per_modality[c.role]}
+            )
+            record_transfer(  # the parameters (the one-word target is not counted)
+                self.ledger,
+                "down",
+                RecordDict({"weights": per_modality[c.role]}),
+                stage="pretrain",
+                round_=server_round,
+                client=c.label,
+                kinds={"weights": "parameters"},
             )
             msgs.append(Message(content, c.node_id, self.set_weights_action))
         send(
@@ -299,24 +300,16 @@ class ServerPretrain:
         msgs = []
         for c in clients:
             cfg = ConfigRecord(dict(self.download_config))
-            label = c.label
-            ledger.record(
-                direction="down",
-                stage="pretrain",
-                kind="parameters",
-                nbytes=record_nbytes(payloads[c.role]),
-                round=server_round,
-                client=label,
-            )
-            ledger.record(
-                direction="down",
-                stage="pretrain",
-                kind="control",
-                nbytes=record_nbytes(cfg),
-                round=server_round,
-                client=label,
-            )
             content = RecordDict({"config": cfg, "encoder": payloads[c.role]})
+            record_transfer(
+                ledger,
+                "down",
+                content,
+                stage="pretrain",
+                round_=server_round,
+                client=c.label,
+                kinds={"encoder": "parameters"},
+            )
             msgs.append(Message(content, c.node_id, self.download_action))
         send(
             grid,

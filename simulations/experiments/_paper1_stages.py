@@ -24,7 +24,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
-from flwr_semcom.accounting import CommLedger, record_nbytes
+from flwr_semcom.accounting import CommLedger
 from flwr_semcom.config import resolve_device
 from flwr_semcom.paper1 import client as p1_client
 from flwr_semcom.paper1.central import ServerSSL
@@ -35,7 +35,7 @@ from flwr_semcom.paper1.settings import METHOD_LABELS, resolve_placement, ssl_se
 from flwr_semcom.paper1.stability import NonFiniteError
 from flwr_semcom.paper1.stage2 import FINETUNE_CLIENT_TASK, finetune_server
 from flwr_semcom.paper1.tasks import PRETRAIN_CLIENT_TASK, DeCURServer
-from flwr_semcom.runtime.messaging import ClientInfo, send
+from flwr_semcom.runtime.messaging import ClientInfo, record_transfer, send
 from flwr_semcom.split import ServerTask
 from flwr_semcom.split.settings import split_kwargs
 from simulations.experiments._paper1_outputs import RunLog
@@ -129,17 +129,10 @@ class Paper1Run:
         """Send every device the same config record (counted as control down)."""
         msgs = []
         for c in self.clients:
-            rec = ConfigRecord(dict(config))
+            content = RecordDict({"config": ConfigRecord(dict(config))})
             if ledger is not None:
-                ledger.record(
-                    direction="down",
-                    stage=stage,
-                    kind="control",
-                    nbytes=record_nbytes(rec),
-                    round=round_,
-                    client=c.label,
-                )
-            msgs.append(Message(RecordDict({"config": rec}), c.node_id, action))
+                record_transfer(ledger, "down", content, stage=stage, round_=round_, client=c.label)
+            msgs.append(Message(content, c.node_id, action))
         return send(
             self.grid,
             msgs,
