@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from flwr_semcom.accounting import CommLedger, record_nbytes
+from flwr_semcom.split.device import SplitPipeline
 from flwr_semcom.split.schedule import derive_seed
 
 __all__ = ["EndToEnd", "LedgerFedAvg", "add_fedavg_client"]
@@ -43,38 +44,37 @@ OptimizerFn = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 DataFn = Callable[[Context], tuple[Dataset[Any], Dataset[Any]]]
 
 
-class EndToEnd(nn.Module):
+class EndToEnd(SplitPipeline):
     """``receiver(channel(transmitter(x)))``: a whole link as one trainable module.
 
     Parameters
     ----------
     transmitter
-        The device's encoder (+ JSCC head), ``x -> z`` (``[B, 2k]`` reals for analog channels).
+        The device's encoder (+ JSCC head), ``x -> z`` (``[B, 2k]`` reals for analog
+        channels) or ``x -> {"z": z, ...}``.
     channel
         Any module with ``forward(z, generator=None)`` (e.g.
         :class:`~flwr_semcom.channels.RayleighChannel`), or ``None`` for a noiseless link.
     receiver
-        The decoder, ``z_hat -> output`` (e.g. class logits).
+        The decoder, ``z_hat -> output`` (e.g. class logits or ``{"logits": ...}``).
 
     Notes
     -----
-    ``forward(x, generator=None)`` draws the channel noise from ``generator``. The channel
-    has no trainable weights; ``state_dict`` keys are ``transmitter.*`` and ``receiver.*``
-    (plus the channel's buffers, if it has any).
+    The transmitter side is split learning's device model
+    (:class:`~flwr_semcom.split.SplitPipeline`), so ``state_dict`` keys are
+    ``transmitter.*`` (the same as a :class:`~flwr_semcom.split.DeviceTask`'s model) and
+    ``receiver.*``, plus the channel's buffers if it has any. ``forward(x, generator=None)``
+    draws the channel noise from ``generator``.
     """
 
     def __init__(
         self, transmitter: nn.Module, channel: nn.Module | None, receiver: nn.Module
     ) -> None:
-        super().__init__()
-        self.transmitter = transmitter
-        self.channel = channel
+        super().__init__(transmitter, channel)
         self.receiver = receiver
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Any:
-        z = self.transmitter(x)
-        z_hat = z if self.channel is None else self.channel(z, generator=generator)
-        return self.receiver(z_hat)
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Any:  # type: ignore[override]
+        return self.receiver(super().forward(x, generator=generator)["z_hat"])
 
 
 def _takes_generator(model: nn.Module) -> bool:

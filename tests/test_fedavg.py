@@ -14,6 +14,7 @@ from flwr_semcom.accounting import CommLedger
 from flwr_semcom.channels import AWGNChannel
 from flwr_semcom.fedavg import EndToEnd, LedgerFedAvg, add_fedavg_client
 from flwr_semcom.inprocess import InProcessGrid
+from flwr_semcom.split import DeviceTask
 
 MODEL_BYTES = (4 * 2 + 2) * 4  # Linear(4, 2): weight + bias, float32
 
@@ -142,6 +143,11 @@ def test_end_to_end_link_draws_channel_noise_from_generator() -> None:
         "receiver.weight",
         "receiver.bias",
     }
+    # the transmitter side has split learning's keys: a split-trained device model loads as is
+    task = DeviceTask(tx, torch.zeros(3, 4), optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    loaded = link.load_state_dict(task.model.state_dict(), strict=False)
+    assert not loaded.unexpected_keys
+    assert set(loaded.missing_keys) == {"receiver.weight", "receiver.bias"}
 
 
 def test_dict_logits_output_is_read_at_its_key() -> None:
