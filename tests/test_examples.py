@@ -5,7 +5,8 @@ activated (``scripts/setup.sh`` makes ``activate`` export
 ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1``). The test runs exactly that, with its own
 ``FLWR_HOME`` and SuperLink ports, ``num-rounds=1`` and a results folder in ``tmp_path``, then
 stops the SuperLink that ``flwr run`` leaves behind (by PID) and checks the results file:
-both methods' accuracies, and the FedAvg bytes against a hand count of the model's weights.
+both methods' accuracies, and the bytes against a hand count (slow: about a minute). The same
+apps also run in the default suite on an in-process grid (a few seconds, no engine).
 """
 
 from __future__ import annotations
@@ -80,6 +81,46 @@ def _model_bytes(num_symbols: int) -> int:
     return 4 * (conv1 + conv2 + jscc + dec)
 
 
+def _check_results(results: dict, n_train: int, k: int = 16) -> None:
+    """Both methods present; FedAvg bytes = the model's weights by hand; split bytes = the
+    features and gradients of every training image, plus a little control."""
+    assert set(results) == {"split", "fedavg"}
+    for row in results.values():
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert 0 < row["train_bytes"] < row["total_bytes"]
+    # FedAvg, 1 round x 2 devices: weights down + up for training, down for evaluation
+    assert results["fedavg"]["train_bytes"] == 2 * 2 * _model_bytes(k)
+    assert results["fedavg"]["total_bytes"] == 3 * 2 * _model_bytes(k)
+    # split: per training image each device sends k/2 complex symbols (k float32) and gets
+    # their gradients back; the rest is plans and control values
+    payload = 2 * 2 * n_train * k * 4
+    assert payload < results["split"]["train_bytes"] < 1.2 * payload
+
+
+def test_byo_model_example_apps_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example's ServerApp main against its ClientApp on an InProcessGrid (no engine)."""
+    import tomllib
+
+    from flwr_semcom.inprocess import InProcessGrid
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(BYO))
+    threads = torch.get_num_threads()
+    try:  # the example's task.py sets one thread per process
+        from byo_app.client_app import app as client_app
+        from byo_app.server_app import main
+    finally:
+        torch.set_num_threads(threads)
+
+    config = tomllib.loads((BYO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    config.update({"num-rounds": 1, "images-per-class": 20, "results-dir": str(tmp_path)})
+    nodes = [{"partition-id": p, "num-partitions": 2} for p in (0, 1)]
+    grid = InProcessGrid(client_app, nodes, run_config=config)
+    main(grid, grid.server_context())
+    _check_results(json.loads((tmp_path / "results.json").read_text()), n_train=160)
+
+
 @pytest.mark.slow
 def test_byo_model_example_runs_one_round_with_the_readme_command(tmp_path: Path) -> None:
     readme = (BYO / "README.md").read_text()
@@ -102,19 +143,7 @@ def test_byo_model_example_runs_one_round_with_the_readme_command(tmp_path: Path
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert (out / "results.json").is_file(), log[-3000:]
-    results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"split", "fedavg"}
-    for row in results.values():
-        assert 0.0 <= row["accuracy"] <= 1.0
-        assert 0 < row["train_bytes"] < row["total_bytes"]
-    # FedAvg, 1 round x 2 devices: weights down + up for training, down for evaluation
-    k = 16  # num-symbols in examples/byo-model/pyproject.toml
-    assert results["fedavg"]["train_bytes"] == 2 * 2 * _model_bytes(k)
-    assert results["fedavg"]["total_bytes"] == 3 * 2 * _model_bytes(k)
-    # split: per training image each device sends k/2 complex symbols (k float32) and gets
-    # their gradients back; the rest is plans and control values
-    n_train = 800  # 100 images per class, 20 % held out
-    payload = 2 * 2 * n_train * k * 4
-    assert payload < results["split"]["train_bytes"] < 1.2 * payload
+    # pyproject.toml: 100 images per class, 20 % held out; num-symbols 16
+    _check_results(json.loads((out / "results.json").read_text()), n_train=800)
     assert not _flower_processes(flwr_home)
     print(f"byo-model, one round through `flwr run`: {elapsed:.1f} s")
