@@ -17,10 +17,14 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import psutil
 import pytest
+import torch
+
+from flwr_semcom.inprocess import InProcessGrid
 
 ROOT = Path(__file__).resolve().parents[1]
 BYO = ROOT / "examples" / "byo-model"
@@ -99,12 +103,6 @@ def _check_results(results: dict, n_train: int, k: int = 16) -> None:
 
 def test_byo_model_example_apps_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The example's ServerApp main against its ClientApp on an InProcessGrid (no engine)."""
-    import tomllib
-
-    from flwr_semcom.inprocess import InProcessGrid
-
-    import torch
-
     monkeypatch.syspath_prepend(str(BYO))
     threads = torch.get_num_threads()
     try:  # the example's task.py sets one thread per process
