@@ -224,10 +224,10 @@ def test_slf_install_refuses_nan_and_keeps_the_old_model() -> None:
     from flwr_semcom.alignment.messages import INSTALL
     from flwr_semcom.config import compose_config
     from flwr_semcom.slf.factory import device_from_context
-    from flwr_semcom.slf.pretrained import build_transceiver
+    from flwr_semcom.slf.settings import pretraining
 
     cfg = compose_config("slf_table1")
-    model = build_transceiver(cfg)
+    model = pretraining(cfg).new_transceiver()
     ctx = Context(
         run_id=1,
         node_id=7,
