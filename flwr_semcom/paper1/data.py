@@ -3,7 +3,7 @@
 Paper 1 (Zhao et al., arXiv 2503.13940), Sec. IV-A / Fig. 5: a labelled training set, of which
 a fraction keeps its labels (``data.label_fraction``); Stage I is label-free, so it uses
 **every** training scene (labelled or not), Stage II only the labelled ones. The split and the
-labelled subset are the split runtime's (:mod:`flwr_semcom.split.rgbd`: seeded stratified
+labelled subset come from paper 1's RGB-D helpers (:mod:`flwr_semcom.paper1.rgbd`: seeded stratified
 split, then a stratified subset), so Stage II here sees exactly the scenes of the
 ``split_supervised`` experiment. With ``data.devices_per_modality`` = D > 1 the training IDs
 are cut into D aligned shards (:func:`flwr_semcom.data.partition.vertical_partition`):
@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 
 from flwr_semcom.data.partition import vertical_partition
 from flwr_semcom.data.splits import stratified_split
+from flwr_semcom.paper1.rgbd import labelled_subset, load_labels
 from flwr_semcom.rules import ConfigError
-from flwr_semcom.split.rgbd import labelled_subset, load_labels
 
 __all__ = [
     "StageIds",
