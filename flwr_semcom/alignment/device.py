@@ -32,6 +32,7 @@ ROLES = ("transmitter", "receiver")
 MODEL_KEY = "slf.model"
 NODE_KEY = "slf.node"
 
+#: A value a ``ConfigRecord`` holds (setup and data parameters).
 Scalar = int | float | str | bool
 
 

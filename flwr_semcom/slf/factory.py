@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from flwr_semcom.alignment import FinetuneSchedule, FreezableTransceiver, NodeSetup, SLFDevice
+from flwr_semcom.alignment.device import Scalar
 from flwr_semcom.alignment.loops import decode_scores
 from flwr_semcom.config import config_from_run_config
 from flwr_semcom.losses.vqvae import VQVAELoss
@@ -29,8 +30,6 @@ from flwr_semcom.slf.settings import check_slf_config, pretraining
 from flwr_semcom.slf.training import bits_per_index, codebook_from_images, dmc_of
 
 __all__ = ["device_from_context", "slf_device"]
-
-Scalar = int | float | str | bool
 
 
 def _source(params: Mapping[str, Scalar]) -> tuple[str, float]:
