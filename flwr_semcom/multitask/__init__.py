@@ -7,8 +7,10 @@ them with task-specific weights; each task's feature is downscaled to its share 
 bandwidth ratio ``R``, sent over AWGN and decoded by a task-specific decoder (:mod:`.system`).
 
 Modules: :mod:`.backbone` (block encoder), :mod:`.gai`, :mod:`.tasks` (decoders, losses,
-metrics), :mod:`.system` (GAI, GAI-w and separate links), :mod:`.data`, :mod:`.training`,
-:mod:`.settings` (config rules), :mod:`.protocol` and :mod:`.client` (Flower messages),
-:mod:`.report` (tables, gains, plots). Server side: ``strategies/fedavg_multitask.py`` and
-``simulations/experiments/multitask.py``; documentation: ``docs/multitask.md``.
+metrics), :mod:`.system` (GAI, GAI-w and separate links), :mod:`.spec` (typed settings),
+:mod:`.data`, :mod:`.training`, :mod:`.settings` (config rules and the one hydra edge:
+config -> :class:`~.spec.MultitaskSettings`), :mod:`.protocol` and :mod:`.client` (Flower
+messages and handlers), :mod:`.report` (tables, gains, plots). Server side:
+``strategies/fedavg_multitask.py`` and ``simulations/experiments/multitask.py``;
+documentation: ``docs/multitask.md``.
 """
