@@ -54,6 +54,7 @@ def _max_diff(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> f
 def _strategy(
     cfg: DictConfig, server: ServerTask | None = None, client_task: str = SUPERVISED_CLIENT_TASK
 ) -> SplitTraining:
+    torch.set_num_threads(int(cfg.num_threads))  # as the runner and the nodes do
     return SplitTraining(
         server or supervised_server(cfg), client_task=client_task, **split_kwargs(cfg)
     )
@@ -66,6 +67,7 @@ def _reference(
     **kwargs: Any,
 ) -> ReferenceResult:
     """The in-process reference with the schedule of ``cfg`` (typed arguments)."""
+    torch.set_num_threads(int(cfg.num_threads))  # as the runner and the nodes do
     server = server or supervised_server(cfg)
     if clients is None:
         clients = [supervised_device(cfg, i) for i in range(server.num_clients)]
