@@ -15,114 +15,80 @@ valid range.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+# The generic rule machinery lives in flwr_semcom.rules (no hydra, no paper code); it is
+# re-exported here for the modules that validate composed configs.
+from flwr_semcom.rules import (
+    CHECKS,
+    RULES,
+    ConfigError,
+    Rule,
+    _is_num,
+    add_check,
+    add_rules,
+    device_rule,
+    float_range,
+    if_present,
+    int_list,
+    int_range,
+    one_of,
+    optional,
+    resolve_device,
+)
 
-class ConfigError(ValueError):
-    """An invalid configuration key or value (one line: key, value, valid range)."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A check for one config key; ``valid`` describes the accepted range for messages."""
-
-    check: Callable[[Any], bool]
-    valid: str
-    required: bool = True
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def int_range(lo: int | None = None, hi: int | None = None) -> Rule:
-    lo_s = "-inf" if lo is None else str(lo)
-    hi_s = "inf" if hi is None else str(hi)
-    return Rule(
-        lambda v: _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi),
-        f"an integer in [{lo_s}, {hi_s}]",
-    )
-
-
-def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Rule:
-    def check(v: Any) -> bool:
-        if not _is_num(v):
-            return False
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            return False
-        return not (hi is not None and v > hi)
-
-    left = "(" if lo_open else "["
-    lo_s = "-inf" if lo is None else f"{lo:g}"
-    hi_s = "inf" if hi is None else f"{hi:g}"
-    return Rule(check, f"a finite number in {left}{lo_s}, {hi_s}]")
+__all__ = [
+    "CHECKS",
+    "RULES",
+    "ConfigError",
+    "Rule",
+    "add_check",
+    "add_rules",
+    "compose_config",
+    "config_from_run_config",
+    "float_range",
+    "if_present",
+    "int_list",
+    "int_range",
+    "one_of",
+    "optional",
+    "output_root",
+    "project_root",
+    "resolve_device",
+    "validate_config",
+]
 
 
-def one_of(*choices: Any) -> Rule:
-    return Rule(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
-
-
-def optional(rule: Rule) -> Rule:
-    return Rule(lambda v: v is None or rule.check(v), rule.valid + " or null")
-
-
-def if_present(rule: Rule) -> Rule:
-    """``rule`` for a key only some groups have (checked where present, not required)."""
-    return Rule(rule.check, rule.valid, required=False)
-
-
-def int_list(lo: int) -> Rule:
-    """A non-empty list of integers ``>= lo``, checked where present."""
-    return Rule(
-        lambda v: isinstance(v, list) and len(v) >= 1 and all(_is_int(x) and x >= lo for x in v),
-        f"a non-empty list of integers >= {lo}",
-        required=False,
-    )
-
-
-def device_rule() -> Rule:
-    def check(v: Any) -> bool:
-        if not isinstance(v, str):
-            return False
-        if v in ("auto", "cpu", "cuda"):
-            return True
-        return v.startswith("cuda:") and v[5:].isdigit()
-
-    return Rule(check, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-
-
-RULES: dict[str, Rule] = {
-    "seed": int_range(0, 2**31 - 1),
-    "device": device_rule(),
-    "num_threads": int_range(1, 256),
-    "paths.data_root": Rule(lambda v: v is None or isinstance(v, str), "a folder path or null"),
-    "paths.output_dir": Rule(lambda v: isinstance(v, str) and v != "", "a non-empty path"),
-    "experiment.name": Rule(lambda v: isinstance(v, str) and v != "", "a non-empty name"),
-    "experiment.runner": Rule(lambda v: isinstance(v, str) and v != "", "a runner name"),
-    "channel.name": one_of("awgn", "rayleigh", "dmc", "ideal"),
-    "channel.snr_db": Rule(
-        lambda v: _is_num(v) or (isinstance(v, (list, tuple)) and all(_is_num(x) for x in v)),
-        "a finite number of dB",
-        required=False,
-    ),
-    "channel.crossover": Rule(
-        lambda v: _is_num(v) and 0.0 <= v <= 1.0, "a number in [0, 1]", required=False
-    ),
-    "channel.csi": Rule(lambda v: v in ("perfect", "none"), "'perfect' or 'none'", required=False),
-}
+RULES.update(
+    {
+        "seed": int_range(0, 2**31 - 1),
+        "device": device_rule(),
+        "num_threads": int_range(1, 256),
+        "paths.data_root": Rule(lambda v: v is None or isinstance(v, str), "a folder path or null"),
+        "paths.output_dir": Rule(lambda v: isinstance(v, str) and v != "", "a non-empty path"),
+        "experiment.name": Rule(lambda v: isinstance(v, str) and v != "", "a non-empty name"),
+        "experiment.runner": Rule(lambda v: isinstance(v, str) and v != "", "a runner name"),
+        "channel.name": one_of("awgn", "rayleigh", "dmc", "ideal"),
+        "channel.snr_db": Rule(
+            lambda v: _is_num(v) or (isinstance(v, (list, tuple)) and all(_is_num(x) for x in v)),
+            "a finite number of dB",
+            required=False,
+        ),
+        "channel.crossover": Rule(
+            lambda v: _is_num(v) and 0.0 <= v <= 1.0, "a number in [0, 1]", required=False
+        ),
+        "channel.csi": Rule(
+            lambda v: v in ("perfect", "none"), "'perfect' or 'none'", required=False
+        ),
+    }
+)
 
 
 #: Keys of the other groups of ``conf/`` (data, model, strategy, experiment, pretrain.augment)
@@ -188,23 +154,6 @@ def _load_rule_modules() -> None:
 
     for name in RULE_MODULES:
         importlib.import_module(name)
-
-
-def add_rules(rules: Mapping[str, Rule]) -> None:
-    """Register validation rules for keys of a config group owned by another module."""
-    RULES.update(rules)
-
-
-#: Checks that span several keys (``check(cfg)`` raises :class:`ConfigError`), registered by
-#: the modules of :data:`RULE_MODULES` with :func:`add_check` and run after the rules, so that
-#: e.g. a freeze depth beyond the model fails at composition (in the launcher), not in a run.
-CHECKS: list[Callable[[DictConfig], None]] = []
-
-
-def add_check(check: Callable[[DictConfig], None]) -> None:
-    """Register a cross-key check (once); it must return quietly for configs it does not own."""
-    if check not in CHECKS:
-        CHECKS.append(check)
 
 
 def conf_dir() -> Path:
@@ -320,19 +269,6 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> DictConfig:
     from flwr_semcom.run_config import compose_run_config
 
     return compose_run_config(run_config)
-
-
-def resolve_device(setting: str) -> str:
-    """Map the ``device`` setting to a torch device string; 'cuda' without a GPU is an error."""
-    import torch
-
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if setting.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device: {setting!r} requested but torch sees no CUDA GPU; valid here: 'auto', 'cpu'"
-        )
-    return setting
 
 
 def project_root(cfg: DictConfig) -> Path:
