@@ -238,13 +238,3 @@ def finite_replies(
             consequence="nothing finite to aggregate, round failed",
         )
     return kept
-
-
-def __getattr__(name: str) -> object:
-    """Deprecated names moved to :mod:`flwr_semcom.checkpoint` (``CheckpointError``,
-    ``safe_load_state``); kept while their callers migrate."""
-    if name in ("CheckpointError", "safe_load_state"):
-        from flwr_semcom import checkpoint
-
-        return getattr(checkpoint, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
