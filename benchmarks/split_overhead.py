@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 from flwr_semcom.accounting import atomic_write  # noqa: E402
 from flwr_semcom.config import compose_config  # noqa: E402
-from flwr_semcom.split.reference import run_reference  # noqa: E402
+from simulations.experiments.split_supervised import reference  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -64,8 +64,11 @@ def simulate(overrides: str) -> dict[str, Any]:
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
-    from flwr_semcom.client_app import app as client_app
-    from strategies.split_training import SplitTraining
+    from flwr_semcom.accounting import CommLedger
+    from flwr_semcom.client_app import make_app
+    from simulations.experiments.split_supervised import build_strategy
+
+    client_app = make_app({"experiment": "split_supervised", "overrides": overrides})
 
     out: dict[str, Any] = {}
     server_app = ServerApp()
@@ -74,7 +77,7 @@ def simulate(overrides: str) -> dict[str, Any]:
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = compose_config("split_supervised", overrides)
-        strategy = SplitTraining(cfg, experiment="split_supervised", overrides=overrides)
+        strategy = build_strategy(cfg, CommLedger())
         t0 = time.perf_counter()
         strategy.discover(grid)
         out["startup_s"] = t0 - t_launch
@@ -139,7 +142,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     for steps in args.steps:
         ov = overrides_for(args, steps)
         cfg = compose_config("split_supervised", ov)
-        ref = run_reference(cfg, rounds=1)
+        ref = reference(cfg, rounds=1)
         ref_row = ref.history[-1]
         entry: dict[str, Any] = {
             "reference_epoch_s": ref_row["train_time_s"],
@@ -148,7 +151,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
             "reference_test_accuracy": ref_row["test_accuracy"],
         }
         if args.graph_reference and steps == 1:
-            graph = run_reference(cfg, rounds=1, recompute=False, evaluate=False)
+            graph = reference(cfg, rounds=1, recompute=False, evaluate=False)
             entry["reference_graph_epoch_s"] = graph.history[-1]["train_time_s"]
         sim = simulate(ov)
         row = sim["row"]
@@ -187,7 +190,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"benchmark": "split_accuracy_vs_steps_per_message", "per_s": {}}
     for steps in args.steps:
         ov = f"strategy.rounds={args.rounds} strategy.steps_per_message={steps} {args.extra}"
-        ref = run_reference(compose_config("split_supervised", ov))
+        ref = reference(compose_config("split_supervised", ov))
         hist = [
             {k: row[k] for k in ("round", "loss", "train_accuracy", "test_accuracy")}
             for row in ref.history
