@@ -28,7 +28,10 @@ app = ServerApp()
 
 
 def runner_names() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(experiments_pkg.__path__))
+    """The runners of ``simulations/experiments/`` (modules starting with ``_`` are helpers)."""
+    return sorted(
+        m.name for m in pkgutil.iter_modules(experiments_pkg.__path__) if not m.name.startswith("_")
+    )
 
 
 def load_runner(name: str) -> Any:

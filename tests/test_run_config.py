@@ -163,3 +163,15 @@ def test_launcher_overrides_round_trip_through_the_run_config_string() -> None:
 
     items = ["paths.output_dir=/tmp/a b", "channel.snr_db=5"]
     assert split_overrides(" ".join(shlex.quote(o) for o in items)) == items
+
+
+def test_runner_names_are_the_experiment_runners_not_their_helper_modules() -> None:
+    """``experiment.runner`` accepts the runner modules only; ``_``-prefixed helper modules of
+    ``simulations/experiments/`` (e.g. paper 1's ``_paper1_stages``) are refused by name."""
+    from simulations.server_app import load_runner, runner_names
+
+    names = runner_names()
+    assert {"multimodal", "split_supervised", "slf_table1", "multitask", "node_check"} <= set(names)
+    assert not [n for n in names if n.startswith("_")]
+    with pytest.raises(ConfigError, match=r"experiment.runner: unknown '_paper1_stages'"):
+        load_runner("_paper1_stages")
