@@ -20,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
+from flwr_semcom.models.utils import check_state_subset
+
 __all__ = [
     "FreezableLayers",
     "FreezableTransceiver",
@@ -125,19 +127,7 @@ def load_receiver_state(
         On a key outside the receiver part, a missing key (unless ``partial``) or a shape
         mismatch (nothing is installed then).
     """
-    own = receiver_state(model)
-    unknown = sorted(set(state) - set(own))
-    if unknown:
-        raise ValueError(f"not receiver-part tensors: {', '.join(unknown)}")
-    missing = sorted(set(own) - set(state))
-    if missing and not partial:
-        raise ValueError(f"receiver state is missing {', '.join(missing)}")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(
-                f"{k}: shape {tuple(v.shape)} does not match this transceiver's "
-                f"{tuple(own[k].shape)}"
-            )
+    check_state_subset(receiver_state(model), state, partial=partial, what="receiver-part")
     as_module(model).load_state_dict(dict(state), strict=False)
 
 

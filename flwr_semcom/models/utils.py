@@ -8,7 +8,7 @@ unfrozen parameters, so counting trainable parameters and their bytes is part of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -156,3 +156,32 @@ def check_image_batch(x: torch.Tensor, in_channels: int, label: str | None = Non
         )
     if x.shape[1] != in_channels:
         raise ValueError(f"expected input with {in_channels} channels{name}, got {x.shape[1]}")
+
+
+def check_state_subset(
+    own: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    *,
+    partial: bool,
+    what: str,
+) -> None:
+    """Check ``state`` before installing it into the part whose tensors are ``own``.
+
+    Raises
+    ------
+    ValueError
+        A key outside ``own`` ("not ``what`` tensors: ..."), a key of ``own`` missing from
+        ``state`` unless ``partial``, or a shape mismatch — one line naming the key.
+    """
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise ValueError(f"not {what} tensors: {', '.join(unknown)}")
+    missing = sorted(set(own) - set(state))
+    if missing and not partial:
+        raise ValueError(f"receiver state is missing {', '.join(missing)}")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ValueError(
+                f"{k}: shape {tuple(v.shape)} does not match this transceiver's "
+                f"{tuple(own[k].shape)}"
+            )

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from flwr_semcom.models import MODELS
-from flwr_semcom.models.utils import check_image_batch, check_positive_int
+from flwr_semcom.models.utils import check_image_batch, check_positive_int, check_state_subset
 
 __all__ = ["VQVAETransceiver", "RECEIVER_PREFIXES"]
 
@@ -236,19 +236,9 @@ class VQVAETransceiver(nn.Module):
             On a key outside the receiver part, a missing key (unless ``partial``) or a shape
             mismatch.
         """
-        own = self.receiver_state_dict()
-        unknown = sorted(set(state) - set(own))
-        if unknown:
-            raise ValueError(f"not receiver (codebook/decoder) tensors: {', '.join(unknown)}")
-        missing = sorted(set(own) - set(state))
-        if missing and not partial:
-            raise ValueError(f"receiver state is missing {', '.join(missing)}")
-        for k, v in state.items():
-            if tuple(v.shape) != tuple(own[k].shape):
-                raise ValueError(
-                    f"{k}: shape {tuple(v.shape)} does not match this transceiver's "
-                    f"{tuple(own[k].shape)}"
-                )
+        check_state_subset(
+            self.receiver_state_dict(), state, partial=partial, what="receiver (codebook/decoder)"
+        )
         self.load_state_dict(state, strict=False)
 
     # ------------------------------------------------------------------ vector quantisation
