@@ -20,6 +20,13 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+# The ClientApp's modules first, as this module's first project import: in a simulation Flower
+# loads the ClientApp in the main thread while this ServerApp runs in another, and two threads
+# importing torchvision for the first time at once can hand one of them a partially
+# initialised module ("cannot import name 'datasets' from partially initialized module
+# 'torchvision'", seen 2 of 3 times under load). Importing the whole ClientApp here makes the
+# two threads meet on one module lock before either holds another project module's lock.
+import flwr_semcom.client_app  # noqa: F401  (must stay the first project import)
 import simulations.experiments as experiments_pkg
 from flwr_semcom.config import ConfigError, config_from_run_config
 from flwr_semcom.run_config import canonical_run_config
