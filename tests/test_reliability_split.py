@@ -159,8 +159,7 @@ def test_a_vanished_device_is_skipped_after_the_timeout(
     with caplog.at_level(logging.WARNING, logger="flwr"):
         _run(tmp_path, extra, _VanishingGrid)
     assert any(
-        "no reply within timeout=0.3 s" in m and "on_failure=skip" in m
-        for m in caplog.messages
+        "no reply within timeout=0.3 s" in m and "on_failure=skip" in m for m in caplog.messages
     )
     assert [r.get("skipped", "") for r in _rows(tmp_path)] == ["", "1:depth", ""]
 
