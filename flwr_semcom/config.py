@@ -46,10 +46,13 @@ from flwr_semcom.rules import (
 
 __all__ = [
     "CHECKS",
+    "GROUP_RULES",
     "RULES",
+    "STRATEGY_GROUPS",
     "ConfigError",
     "Rule",
     "add_check",
+    "add_group_rules",
     "add_rules",
     "compose_config",
     "config_from_run_config",
@@ -62,6 +65,7 @@ __all__ = [
     "output_root",
     "project_root",
     "resolve_device",
+    "strategy_group",
     "validate_config",
 ]
 
@@ -71,7 +75,10 @@ RULES.update(
         "seed": int_range(0, 2**31 - 1),
         "device": device_rule(),
         "num_threads": int_range(1, 256),
-        "paths.data_root": Rule(lambda v: v is None or isinstance(v, str), "a folder path or null"),
+        "paths.data_root": Rule(
+            lambda v: v is None or (isinstance(v, str) and v != ""),
+            "null or a non-empty folder path",
+        ),
         "paths.output_dir": Rule(lambda v: isinstance(v, str) and v != "", "a non-empty path"),
         "experiment.name": Rule(lambda v: isinstance(v, str) and v != "", "a non-empty name"),
         "experiment.runner": Rule(lambda v: isinstance(v, str) and v != "", "a runner name"),
@@ -135,6 +142,54 @@ RULES.update(
         "pretrain.augment.depth_noise_std": if_present(float_range(0.0, None)),
     }
 )
+
+
+#: The strategy groups of ``conf/strategy/``: group name -> a key only that group has, so the
+#: selected group is known from the composed tree whatever ``strategy.name`` says.
+STRATEGY_GROUPS: dict[str, str] = {"split": "strategy.server_task", "slf": "strategy.transceivers"}
+
+#: Rules of keys that several strategy groups define with different ranges: group name ->
+#: dotted key -> :class:`Rule`, applied in place of the general rule of :data:`RULES` when
+#: that group is selected (:func:`add_group_rules`).
+GROUP_RULES: dict[str, dict[str, Rule]] = {}
+
+
+def add_group_rules(group: str, rules: Mapping[str, Rule]) -> None:
+    """Register rules that hold when the strategy group ``group`` is selected."""
+    GROUP_RULES.setdefault(group, {}).update(rules)
+
+
+def strategy_group(cfg: DictConfig) -> str | None:
+    """The selected strategy group (a name of :data:`STRATEGY_GROUPS`), None if not one."""
+    found = [g for g, key in STRATEGY_GROUPS.items() if _lookup(cfg, key)[0]]
+    return found[0] if len(found) == 1 else None
+
+
+def _check_strategy_name(cfg: DictConfig) -> None:
+    """``strategy.name`` names the selected group (``strategy.name=split`` under the SLF group
+    would silently skip the SLF checks)."""
+    group = strategy_group(cfg)
+    name = OmegaConf.select(cfg, "strategy.name")
+    if group is not None and name != group:
+        raise ConfigError(
+            f"strategy.name: {name!r} does not match the selected strategy group {group!r} "
+            f"(conf/strategy/{group}.yaml); choose the group with strategy=NAME, "
+            "not strategy.name"
+        )
+
+
+def _check_snr_db(cfg: DictConfig) -> None:
+    """A list of SNRs is ``multitask``'s evaluation grid; every other run trains at one SNR."""
+    found, snr = _lookup(cfg, "channel.snr_db")
+    if found and "multitask" not in cfg and not _is_num(snr):
+        raise ConfigError(
+            f"channel.snr_db: invalid value {snr!r}; expected a finite number of dB "
+            "(a list is for experiment=multitask only)"
+        )
+
+
+add_check(_check_strategy_name)
+add_check(_check_snr_db)
 
 
 #: Modules that own config groups and register their rules with :func:`add_rules` on import.
@@ -248,7 +303,8 @@ def _group_present(cfg: DictConfig, key: str) -> bool:
 def validate_config(cfg: DictConfig) -> None:
     """Check every key with a rule; raise :class:`ConfigError` on the first violation."""
     _load_rule_modules()
-    for key, rule in list(RULES.items()):
+    group_rules = GROUP_RULES.get(strategy_group(cfg) or "", {})
+    for key, rule in list({**RULES, **group_rules}.items()):
         found, value = _lookup(cfg, key)
         if not found:
             if rule.required and _group_present(cfg, key):

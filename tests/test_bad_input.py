@@ -154,7 +154,7 @@ def _label_fraction(fraction: float) -> Callable[[Path], Any]:
 
 
 def _partition_out_of_range(_tmp: Path) -> None:
-    from flwr_semcom.split.rgbd import modality_of
+    from flwr_semcom.paper1.rgbd import modality_of
 
     modality_of(compose_config("split_supervised"), 5)
 
@@ -238,6 +238,36 @@ CATALOGUE: list[Case] = [
         _compose("split_supervised", "strategy.batch_size=1"),
         ConfigError,
         ("strategy.batch_size:", "[2, 1000000]"),
+    ),
+    Case(
+        "SLF batch of 1 (its own range, not split's)",
+        _compose("slf_table1", "strategy.batch_size=1"),
+        ConfigError,
+        ("strategy.batch_size:", "[2, 65536]"),
+    ),
+    Case(
+        "strategy.name against the selected group",
+        _compose("slf_table1", "strategy.name=split"),
+        ConfigError,
+        ("strategy.name:", "'slf'", "strategy=NAME"),
+    ),
+    Case(
+        "test part of every sample",
+        _compose("split_supervised", "data.test_fraction=1"),
+        ConfigError,
+        ("data.test_fraction:", "(0, 1)"),
+    ),
+    Case(
+        "empty data root",
+        _compose("split_supervised", "paths.data_root=''"),
+        ConfigError,
+        ("paths.data_root:", "non-empty"),
+    ),
+    Case(
+        "SNR list outside multitask",
+        _compose("split_supervised", "channel.snr_db=[0.0,10.0]"),
+        ConfigError,
+        ("channel.snr_db:", "finite number of dB", "multitask only"),
     ),
     Case(
         "image size",

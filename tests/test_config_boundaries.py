@@ -121,7 +121,9 @@ ROWS: list[Row] = [
         names(("auto", "cpu", "cuda", "cuda:0", "cuda:12"), ("gpu", "CPU", "cuda:", "cuda:x")),
     ),
     entry("num_threads", SS, ints(1, 256)),
-    entry("paths.data_root", SS, {"ok": ("null", "/tmp", "data"), "bad": ("5", "true", "[a]")}),
+    entry(
+        "paths.data_root", SS, {"ok": ("null", "/tmp", "data"), "bad": ("''", "5", "true", "[a]")}
+    ),
     entry("paths.output_dir", SS, {"ok": ("outputs", "/tmp/out"), "bad": ("''", "null", "5")}),
     entry("paths.project_root", SS, {"ok": ("null", "/tmp"), "bad": ("''", "5")}),
     # ---- reliability
@@ -151,15 +153,17 @@ ROWS: list[Row] = [
     entry(
         "experiment.target_accuracy",
         MM,
-        # "true" is a gap (GAPS)
-        nums(("1e-12", "1"), ("0", "-0.5", "1.0000001"), nullable=True, wrong=("nan", "abc")),
+        nums(("1e-12", "1"), ("0", "-0.5", "1.0000001"), nullable=True),
     ),
     entry("experiment.fail_on_divergence", MM, BOOL),
     # ---- channel
     entry("channel.name", SS, names(("awgn", "rayleigh", "dmc", "ideal"), ("AWGN", "laser"))),
     entry("channel.name", SLF, {"ok": ("dmc",), "bad": ("awgn", "ideal", "laser")}),
     entry("channel.name", MT, {"ok": ("awgn",), "bad": ("dmc", "rayleigh", "laser")}),
-    entry("channel.snr_db", SS, nums(("-1e300", "0", "1e300"), ("inf", "-inf"))),
+    # split experiments train at one SNR: a list is multitask's evaluation grid only
+    entry(
+        "channel.snr_db", SS, nums(("-1e300", "0", "1e300"), ("inf", "-inf", "[0.0,10.0]", "[]"))
+    ),
     entry(
         "channel.snr_db",
         MT,
@@ -174,8 +178,8 @@ ROWS: list[Row] = [
     entry("data.name", SS, names(("synthetic_rgbd", "mnist_mix"), ("mnist", "nyu"))),
     entry("data.num_samples", SS, ints(2, 10_000_000)),
     entry("data.image_size", SS, ints(8, 512)),
-    entry("data.test_fraction", SS, nums(("1e-12", "0.9999999"), ("0", "-0.1", "1.0000001"))),
-    entry("data.test_fraction", SLF, nums(("1e-12", "0.9999999"), ("0", "1.0000001"))),
+    entry("data.test_fraction", SS, nums(("1e-12", "0.9999999"), ("0", "-0.1", "1", "1.0000001"))),
+    entry("data.test_fraction", SLF, nums(("1e-12", "0.9999999"), ("0", "1", "1.0000001"))),
     entry("data.label_fraction", SS, UNIT_OPEN_LOW),
     entry("data.devices_per_modality", SS, ints(1, 1024)),
     entry(
@@ -231,8 +235,9 @@ ROWS: list[Row] = [
     ),
     entry("model.classifier.hidden", SLF, ints(1, 65_536)),
     # ---- strategy: split learning
-    entry("strategy.name", SS, names(("split",), ("fedavg", "SPLIT"))),
-    entry("strategy.name", SLF, names(("slf",), ("fedavg",))),
+    # the name must be the selected group's (strategy=slf / strategy=split selects the group)
+    entry("strategy.name", SS, names(("split",), ("fedavg", "SPLIT", "slf"))),
+    entry("strategy.name", SLF, names(("slf",), ("fedavg", "split"))),
     entry("strategy.server_task", SS, {"ok": ("rgbd_decoder",), "bad": ("''", "null", "5")}),
     entry("strategy.rounds", SS, ints(1, 100_000)),
     entry("strategy.batch_size", SS, ints(2, 1_000_000)),
@@ -240,7 +245,9 @@ ROWS: list[Row] = [
     entry("strategy.steps_per_message", SS, ints(1, 100_000)),
     entry("strategy.lr", SS, nums(("1e-12", "100"), ("0", "-1e-12", "100.00001"))),
     entry("strategy.lr_schedule", SS, names(("constant", "cosine"), ("linear",))),
-    entry("strategy.lr_min", SS, nums(("0", "100"), ("-1e-12", "100.00001"))),
+    entry(
+        "strategy.lr_min", SS, nums(("0", "100"), ("-1e-12", "100.00001")), ctx="strategy.lr=100"
+    ),
     entry("strategy.momentum", SS, nums(("0", "0.9999999"), ("-1e-12", "1"))),
     entry("strategy.weight_decay", SS, UNIT),
     entry("strategy.augment", SS, BOOL),
@@ -507,11 +514,8 @@ ROWS: list[Row] = [
 #: Values docs/config.md calls invalid that the rules still accept: (key, experiment, value,
 #: why). Strict xfail: when the rule is fixed, move the value into the row's ``bad``.
 GAPS: list[tuple[str, str, str, str]] = [
-    ("data.test_fraction", SS, "1", "every sample in the test part; the data split needs (0, 1)"),
-    ("experiment.target_accuracy", MM, "true", "a boolean passes as the number 1"),
-    ("channel.snr_db", SS, "[0.0,10.0]", "split runs train at one SNR; refused only at run time"),
-    ("channel.snr_db", SS, "[]", "an empty SNR list; refused only at run time"),
     ("multitask.loss_weights", MT, "[0,0]", "all weights zero: the loss has no gradient"),
+    ("strategy.lr_min", SS, "0.06", "above strategy.lr (0.05): the cosine schedule would rise"),
 ]
 
 
@@ -607,6 +611,9 @@ AGREEMENT = [
     (SLF, "", "strategy.freeze_layers=[0,5]"),
     (MT, "multitask.gai.node_channels=64", "multitask.gai.heads=3"),
     (MM, "", "pretrain.common_fraction=0.0039"),
+    (SLF, "", "strategy.name=split"),
+    (SLF, "", "strategy.batch_size=1"),
+    (SS, "", "channel.snr_db=[]"),
 ]
 
 
@@ -620,6 +627,63 @@ def test_fast_path_agrees_with_compose_config(experiment: str, ctx: str, overrid
         return "accepted", OmegaConf.to_container(cfg, resolve=True)
 
     assert run(_fast) == run(_composed)
+
+
+_AT = "; expected an integer in [2, 65536]"
+#: The whole message of the rules fixed from GAPS (and the shared batch-size key): one rule,
+#: one message per key, the range the page documents.
+MESSAGES = [
+    (SLF, "strategy.batch_size=1", f"strategy.batch_size: invalid value 1{_AT}"),
+    (SLF, "strategy.batch_size=65537", f"strategy.batch_size: invalid value 65537{_AT}"),
+    (
+        SS,
+        "strategy.batch_size=1000001",
+        "strategy.batch_size: invalid value 1000001; expected an integer in [2, 1000000]",
+    ),
+    (
+        SLF,
+        "strategy.name=split",
+        "strategy.name: 'split' does not match the selected strategy group 'slf' "
+        "(conf/strategy/slf.yaml); choose the group with strategy=NAME, not strategy.name",
+    ),
+    (
+        SS,
+        "strategy.name=slf",
+        "strategy.name: 'slf' does not match the selected strategy group 'split' "
+        "(conf/strategy/split.yaml); choose the group with strategy=NAME, not strategy.name",
+    ),
+    (
+        SLF,
+        "data.test_fraction=1",
+        "data.test_fraction: invalid value 1; expected a finite number in (0, 1)",
+    ),
+    (
+        MM,
+        "experiment.target_accuracy=true",
+        "experiment.target_accuracy: invalid value True; expected null (= the supervised "
+        "baseline's final accuracy) or a number in (0, 1]",
+    ),
+    (
+        SS,
+        "paths.data_root=''",
+        "paths.data_root: invalid value ''; expected null or a non-empty folder path",
+    ),
+    (
+        SS,
+        "channel.snr_db=[0.0,10.0]",
+        "channel.snr_db: invalid value [0.0, 10.0]; expected a finite number of dB "
+        "(a list is for experiment=multitask only)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("experiment", "override", "message"), MESSAGES)
+def test_fixed_rules_give_one_message_with_the_documented_range(
+    experiment: str, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        _fast(experiment, "", override)
+    assert str(err.value) == message
 
 
 @pytest.mark.parametrize(

@@ -156,7 +156,9 @@ PRETRAIN_RULES: dict[str, Rule] = {
         required=False,
     ),
     "experiment.target_accuracy": Rule(
-        lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1),
+        lambda v: (
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1)
+        ),
         "null (= the supervised baseline's final accuracy) or a number in (0, 1]",
         required=False,
     ),

