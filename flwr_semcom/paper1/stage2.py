@@ -20,7 +20,7 @@ simulated on the device), the server decodes ŷ = g(concat ẑ) (eq. 3-4) with c
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -80,6 +80,31 @@ def _sgd(cfg: DictConfig) -> Any:
     return partial(make_sgd, strategy=cfg.strategy)
 
 
+def _device_task(
+    cfg: DictConfig,
+    role: str,
+    transmitter: nn.Module,
+    channel: nn.Module,
+    train_augment: Callable[[torch.Tensor, int], torch.Tensor],
+    *,
+    report_ids: bool,
+) -> DeviceTask:
+    """The device's :class:`DeviceTask` on its modality's tensor, with the Stage II SGD and
+    per-round lr (``strategy.augment`` false: no training augmentation)."""
+    task = DeviceTask(
+        transmitter,
+        load_modality(cfg, role),
+        channel=channel,
+        optimizer=_sgd(cfg),
+        augment=train_augment if bool(cfg.strategy.get("augment", True)) else None,
+        lr_schedule=partial(scheduled_lr, cfg.strategy),
+        role=role,
+        report_ids=report_ids,
+    )
+    task.model.to(_device(cfg))
+    return task
+
+
 def supervised_device(cfg: DictConfig, partition_id: int) -> DeviceTask:
     """The device of partition ``partition_id`` in ``split_supervised`` (modality
     ``data.modalities[partition_id]``; encoder and head seeded by ``(seed, "client-init", p)``)."""
@@ -89,18 +114,7 @@ def supervised_device(cfg: DictConfig, partition_id: int) -> DeviceTask:
         role, str(cfg.model.encoder), int(cfg.data.image_size), int(cfg.model.num_symbols)
     )
     channel = build_channel(str(cfg.channel.name), **channel_kwargs(cfg))
-    task = DeviceTask(
-        transmitter,
-        load_modality(cfg, role),
-        channel=channel,
-        optimizer=_sgd(cfg),
-        augment=augment if bool(cfg.strategy.get("augment", True)) else None,
-        lr_schedule=partial(scheduled_lr, cfg.strategy),
-        role=role,
-        report_ids=True,
-    )
-    task.model.to(_device(cfg))
-    return task
+    return _device_task(cfg, role, transmitter, channel, augment, report_ids=True)
 
 
 def supervised_server(cfg: DictConfig) -> DecoderServer:
@@ -154,18 +168,7 @@ def finetune_device(cfg: DictConfig, partition_id: int) -> DeviceTask:
     def crops(x: torch.Tensor, seed: int) -> torch.Tensor:
         return augment_view(x, role, seed, "a", geometry)
 
-    task = DeviceTask(
-        transmitter,
-        load_modality(cfg, role),
-        channel=channel,
-        optimizer=_sgd(cfg),
-        augment=crops if bool(cfg.strategy.get("augment", True)) else None,
-        lr_schedule=partial(scheduled_lr, cfg.strategy),
-        role=role,
-        report_ids=False,
-    )
-    task.model.to(_device(cfg))
-    return task
+    return _device_task(cfg, role, transmitter, channel, crops, report_ids=False)
 
 
 class Stage2Server(Progress, DecoderServer):
