@@ -20,7 +20,7 @@ Every transfer (parameters up, parameters down) is counted in the ledger with th
 it belongs to. With D = 1 nothing is averaged and nothing is sent.
 
 Non-finite guard (issue #9, :mod:`flwr_semcom.guard`): a client model holding NaN or inf is
-dropped from its modality's average with a warning naming the node and the round; a modality
+dropped from its modality's average with a warning naming the client and the round; a modality
 with updates but none finite fails the round with :class:`~flwr_semcom.guard.NonFiniteError`.
 """
 
@@ -230,15 +230,25 @@ class FedAvgModality(Strategy):
 
         Returns ``(joined averages or None when no reply carried weights, metrics)``; the
         metrics also hold ``num-examples`` (the total).
+
+        The replies are taken in the senders' partition order, whatever order they arrived
+        in: the ledger rows, the float64 metric sums and the per-modality averages (not
+        order-free from 3 devices per modality on) are then the same bytes in every run, and
+        warnings name the client by its label (``"<partition>:<role>"``), not by its random
+        node ID.
         """
-        items: list[tuple[str, ArrayRecord, float]] = []
-        sources: list[str] = []
-        sums: dict[str, float] = {}
-        total = 0.0
+        received: list[tuple[ClientInfo, Message]] = []
         for reply in replies:
             client = self._by_node.get(reply.metadata.src_node_id)
             if client is None:
                 raise ValueError(f"reply from unknown node {reply.metadata.src_node_id}")
+            received.append((client, reply))
+        received.sort(key=lambda pair: pair[0].partition_id)
+        items: list[tuple[str, ArrayRecord, float]] = []
+        sources: list[str] = []
+        sums: dict[str, float] = {}
+        total = 0.0
+        for client, reply in received:
             metrics = reply.content.metric_records["metrics"]
             n = float(metrics["num-examples"])  # type: ignore[arg-type]
             total += n
@@ -248,7 +258,7 @@ class FedAvgModality(Strategy):
             if self.weights_key in reply.content:
                 arrays = reply.content.array_records[self.weights_key]
                 items.append((client.role, arrays, n))
-                sources.append(f"node {reply.metadata.src_node_id}")
+                sources.append(f"client {client.label}")
                 record_transfer(  # the weights (the metrics are the round's bookkeeping)
                     self.ledger,
                     "up",
