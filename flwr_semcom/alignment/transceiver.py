@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from flwr_semcom.models.utils import check_state_subset
+from flwr_semcom.models.utils import check_state_subset, freeze_last_layers
 
 __all__ = [
     "FreezableLayers",
@@ -167,10 +167,4 @@ class FreezableLayers:
         """Make every parameter trainable, then freeze the last ``n`` layers (``ValueError``
         outside ``[0, len(receiver_layers())]``); return the frozen names, last first."""
         n = check_freeze(self, n)  # type: ignore[arg-type]
-        for p in nn.Module.parameters(self):  # type: ignore[arg-type]
-            p.requires_grad_(True)
-        frozen = list(reversed(self.layers()))[:n]
-        for _, module in frozen:
-            for p in module.parameters():
-                p.requires_grad_(False)
-        return [name for name, _ in frozen]
+        return freeze_last_layers(self, self.layers(), n)  # type: ignore[arg-type]

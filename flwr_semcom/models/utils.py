@@ -8,7 +8,7 @@ unfrozen parameters, so counting trainable parameters and their bytes is part of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -185,3 +185,18 @@ def check_state_subset(
                 f"{k}: shape {tuple(v.shape)} does not match this transceiver's "
                 f"{tuple(own[k].shape)}"
             )
+
+
+def freeze_last_layers(
+    module: nn.Module, layers: Sequence[tuple[str, nn.Module]], n: int
+) -> list[str]:
+    """Make every parameter of ``module`` trainable, then freeze the last ``n`` of ``layers``
+    (named sub-modules in forward order; ``n`` already checked); return the frozen names,
+    last first (paper 2's SLF freezes the last n layers of the receiver)."""
+    for p in module.parameters():
+        p.requires_grad_(True)
+    frozen = list(reversed(layers))[:n]
+    for _, layer in frozen:
+        for p in layer.parameters():
+            p.requires_grad_(False)
+    return [name for name, _ in frozen]

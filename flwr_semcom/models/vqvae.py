@@ -29,7 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from flwr_semcom.models import MODELS
-from flwr_semcom.models.utils import check_image_batch, check_positive_int, check_state_subset
+from flwr_semcom.models.utils import (
+    check_image_batch,
+    check_positive_int,
+    check_state_subset,
+    freeze_last_layers,
+)
 
 __all__ = ["VQVAETransceiver", "RECEIVER_PREFIXES"]
 
@@ -202,14 +207,7 @@ class VQVAETransceiver(nn.Module):
         ValueError
             If ``n`` is outside ``[0, max_freeze]``.
         """
-        n = self.check_freeze(n)
-        for p in self.parameters():
-            p.requires_grad_(True)
-        frozen = list(reversed(self.layers()))[:n]
-        for _, module in frozen:
-            for p in module.parameters():
-                p.requires_grad_(False)
-        return [name for name, _ in frozen]
+        return freeze_last_layers(self, self.layers(), self.check_freeze(n))
 
     def receiver_state_dict(self) -> dict[str, Tensor]:
         """Codebook and decoder tensors (detached copies): what SLF step 1 downloads."""
