@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from flwr_semcom.reliability import FailurePolicy
-from flwr_semcom.rules import ConfigError, Rule, float_range, int_range, resolve_device
+from flwr_semcom.rules import ConfigError, Rule, add_check, float_range, int_range, resolve_device
 
-__all__ = ["SPLIT_RULES", "check_split_config", "split_kwargs"]
+__all__ = ["SPLIT_RULES", "check_lr_min", "check_split_config", "split_kwargs"]
 
 
 def _optional(rule: Rule) -> Rule:
@@ -67,6 +67,27 @@ REQUIRED = (
 )
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_lr_min(cfg: Any) -> None:
+    """``strategy.lr_min`` at most ``strategy.lr`` (else the cosine schedule would rise);
+    quiet when either key is absent or not a number (its own rule reports that)."""
+    strategy: Any = cfg.get("strategy")
+    if strategy is None or "lr" not in strategy or "lr_min" not in strategy:
+        return
+    lr, lr_min = strategy["lr"], strategy["lr_min"]
+    if _number(lr) and _number(lr_min) and lr_min > lr:
+        raise ConfigError(
+            f"strategy.lr_min: {lr_min} is above strategy.lr ({lr}); expected a number in "
+            "[0, strategy.lr]"
+        )
+
+
+add_check(check_lr_min)
+
+
 def check_split_config(cfg: Any) -> None:
     """Require the split-learning keys of a composed config and check them; ``ConfigError``
     (one line: key, value, valid range)."""
@@ -81,6 +102,7 @@ def check_split_config(cfg: Any) -> None:
         key = dotted.split(".", 1)[1]
         if key in strategy and not rule.check(strategy[key]):
             raise ConfigError(f"{dotted}: invalid value {strategy[key]!r}; expected {rule.valid}")
+    check_lr_min(cfg)
 
 
 def split_kwargs(cfg: Any) -> dict[str, Any]:
