@@ -162,6 +162,11 @@ def check_multitask_config(cfg: DictConfig) -> None:
             f"multitask.loss_weights: expected one weight per task ({len(tasks)}), "
             f"got {len(m.loss_weights)}"
         )
+    if not any(float(w) > 0 for w in m.loss_weights):
+        raise ConfigError(
+            "multitask.loss_weights: all weights are 0 (the loss has no gradient); expected "
+            "numbers >= 0, not all 0, one per task"
+        )
     if int(m.gai.node_channels) % int(m.gai.heads):
         raise ConfigError(
             f"multitask.gai.heads: must divide multitask.gai.node_channels "
