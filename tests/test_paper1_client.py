@@ -17,8 +17,8 @@ from flwr_semcom.config import compose_config
 from flwr_semcom.losses.decur import DeCURLoss
 from flwr_semcom.paper1 import client as p1
 from flwr_semcom.paper1.models import build_ssl_transmitter
+from flwr_semcom.paper1.stage1 import decur_server, ssl_device
 from flwr_semcom.paper1.stage2 import finetune_device
-from flwr_semcom.paper1.tasks import decur_server, ssl_device
 from flwr_semcom.split import clear_tasks, set_task_model, task_model
 from flwr_semcom.split.schedule import BatchPlan
 

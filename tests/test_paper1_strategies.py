@@ -15,8 +15,8 @@ from flwr_semcom.losses.decur import DeCURLoss
 from flwr_semcom.paper1.data import partition_role
 from flwr_semcom.paper1.settings import check_pretrain_config, method_key, resolve_placement
 from flwr_semcom.paper1.stability import NonFiniteError
+from flwr_semcom.paper1.stage1 import decur_server
 from flwr_semcom.paper1.stage2 import finetune_server
-from flwr_semcom.paper1.tasks import decur_server
 from flwr_semcom.runtime.messaging import ClientInfo
 from flwr_semcom.split.schedule import BatchPlan
 from strategies.fedavg_modality import (

@@ -66,8 +66,8 @@ from flwr_semcom.paper1.pretrain import ssl_pass
 from flwr_semcom.paper1.rgbd import load_modality
 from flwr_semcom.paper1.settings import SSLSettings, ssl_settings
 from flwr_semcom.paper1.stability import NonFiniteError
+from flwr_semcom.paper1.stage1 import PRETRAIN_CLIENT_TASK
 from flwr_semcom.paper1.stage2 import FINETUNE_CLIENT_TASK, finetune_device
-from flwr_semcom.paper1.tasks import PRETRAIN_CLIENT_TASK
 from flwr_semcom.rules import resolve_device
 from flwr_semcom.split import clear_tasks, set_task_model, task_model
 from flwr_semcom.split.schedule import derive_seed

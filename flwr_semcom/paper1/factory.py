@@ -8,7 +8,7 @@ node's ``partition-id``:
 
 - ``rgbd_supervised``: :func:`~flwr_semcom.paper1.stage2.supervised_device` (no parameters);
 - ``p1_finetune``: :func:`~flwr_semcom.paper1.stage2.finetune_device` (no parameters);
-- ``p1_ssl``: :func:`~flwr_semcom.paper1.tasks.ssl_device`; parameters ``method`` and
+- ``p1_ssl``: :func:`~flwr_semcom.paper1.stage1.ssl_device`; parameters ``method`` and
   ``placement`` (str: ``pretrain.method`` / ``pretrain.placement``).
 
 The split runtime builds each task once per run, node and parameters (its cache).
@@ -25,13 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from flwr_semcom.config import ConfigError, config_from_run_config
 from flwr_semcom.paper1.settings import check_pretrain_config
+from flwr_semcom.paper1.stage1 import PRETRAIN_CLIENT_TASK, ssl_device
 from flwr_semcom.paper1.stage2 import (
     FINETUNE_CLIENT_TASK,
     SUPERVISED_CLIENT_TASK,
     finetune_device,
     supervised_device,
 )
-from flwr_semcom.paper1.tasks import PRETRAIN_CLIENT_TASK, ssl_device
 from flwr_semcom.split import ClientTask, TaskFactory
 
 __all__ = ["PARAMS", "client_task_factories", "node_config_of"]

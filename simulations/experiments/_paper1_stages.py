@@ -33,8 +33,8 @@ from flwr_semcom.paper1.models import decur_loss
 from flwr_semcom.paper1.rgbd import load_modality
 from flwr_semcom.paper1.settings import METHOD_LABELS, resolve_placement, ssl_settings
 from flwr_semcom.paper1.stability import NonFiniteError
+from flwr_semcom.paper1.stage1 import PRETRAIN_CLIENT_TASK, DeCURServer
 from flwr_semcom.paper1.stage2 import FINETUNE_CLIENT_TASK, finetune_server
-from flwr_semcom.paper1.tasks import PRETRAIN_CLIENT_TASK, DeCURServer
 from flwr_semcom.runtime.messaging import ClientInfo, record_transfer, send
 from flwr_semcom.split import ServerTask
 from flwr_semcom.split.settings import split_kwargs
