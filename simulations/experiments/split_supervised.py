@@ -29,7 +29,13 @@ from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
 from flwr_semcom.accounting import CommLedger
-from flwr_semcom.checkpoint import Checkpoint, Checkpointer, get_rng_state, set_rng_state
+from flwr_semcom.checkpoint import (
+    RUN_FILE,
+    Checkpoint,
+    Checkpointer,
+    get_rng_state,
+    set_rng_state,
+)
 from flwr_semcom.config import ConfigError
 from flwr_semcom.paper1.stage2 import (
     SUPERVISED_CLIENT_TASK,
@@ -119,8 +125,6 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
     clients_state: dict[int, Any] | None = None
     if ckpt is None:
         results.save_config(cfg)
-        if policy.checkpoint_every:
-            checkpointer.write_run_file()
     else:
         state = ckpt.state
         strategy.ledger = CommLedger()  # discovery is not counted twice
@@ -181,6 +185,9 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
                 "rng": get_rng_state(),
                 "elapsed_s": time.perf_counter() - t0,
             }
+            if not (run_dir / RUN_FILE).exists():
+                # run.json claims "resumable": written with the first checkpoint, never before
+                checkpointer.write_run_file()
             checkpointer.save(r, state)
 
     strategy.start(grid, on_round=on_round, first_round=first_round)
