@@ -26,9 +26,10 @@ deployment SuperNode starts a fresh process per message, ../shared/FLOWER_NOTES.
 The recompute runs through ``torch.func.functional_call`` on copies of the weights and
 buffers, so batch-norm running statistics are updated exactly once per batch (by phase 2),
 and the copies of the buffers replay the values the original forward saw.
-Weights, optimizer state and the pending plan live in ``context.state`` only; the built task
+Weights, optimizer state and the pending plan live in ``context.state``; the built task
 objects are cached per process (they hold no node state: every message reloads its node's
-weights before use).
+weights before use) — except in a per-node worker, which keeps them live between persist
+points (:mod:`flwr_semcom.split.live`, docs/split.md "Warm client state").
 """
 
 from __future__ import annotations
@@ -40,17 +41,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from flwr.app import (
-    ConfigRecord,
-    Context,
-    Message,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from flwr_semcom.data.partition import ids_fingerprint
 from flwr_semcom.guard import check_finite
+from flwr_semcom.split import live
 from flwr_semcom.split.compute import apply_gradients, buffers_record, forward_batches
 from flwr_semcom.split.protocol import (
     EVAL_FORWARD,
@@ -67,9 +63,8 @@ from flwr_semcom.split.protocol import (
 )
 from flwr_semcom.split.state import (
     load_module,
-    load_optimizer,
     module_record,
-    optimizer_records,
+    restamp,
     set_task_model,
     state_key,
 )
@@ -126,26 +121,6 @@ def _key(task: str, part: str) -> str:
     return state_key(task, part)
 
 
-def _restore(built: _Built, state: RecordDict, task: str) -> None:
-    model = built.task.model
-    key = _key(task, "model")
-    if key in state:
-        load_module(model, state.array_records[key])
-    else:
-        model.load_state_dict(built.init_state)
-
-
-def _optimizer(built: _Built, state: RecordDict, task: str) -> torch.optim.Optimizer:
-    opt = built.task.make_optimizer(built.task.model.parameters())
-    if _key(task, "optim") in state:
-        load_optimizer(
-            opt,
-            state.array_records[_key(task, "optim")],
-            state.config_records[_key(task, "optim_meta")],
-        )
-    return opt
-
-
 def _factory(tasks: Mapping[str, TaskFactory], spec: MessageSpec, action: str) -> TaskFactory:
     if spec.task not in tasks:
         known = ", ".join(sorted(tasks)) or "(none)"
@@ -178,10 +153,9 @@ def split_step(tasks: Mapping[str, TaskFactory], msg: Message, context: Context)
     t0 = time.perf_counter()
     spec = MessageSpec.from_message(msg, TRAIN_STEP)
     built = _build(_factory(tasks, spec, TRAIN_STEP), spec, context)
-    task, device, state = built.task, built.device, context.state
-    grads_round = _check_position(spec, state)
-    _restore(built, state, spec.task)
-    opt = _optimizer(built, state, spec.task)
+    task, device = built.task, built.device
+    grads_round = _check_position(spec, context.state)
+    opt, pending, buffers = live.open_step(built, context, spec.task)
     # The pending gradients belong to the batches of the previous message's round.
     lr = task.round_lr(grads_round)
     if lr is not None:
@@ -189,13 +163,13 @@ def split_step(tasks: Mapping[str, TaskFactory], msg: Message, context: Context)
             group["lr"] = lr
     t_load = time.perf_counter()
 
-    pending_key, buffers_key = _key(spec.task, "pending"), _key(spec.task, "pending_buffers")
+    grads = None
     if "grads" in msg.content:
-        if pending_key not in state:
+        if pending is None or buffers is None:
             raise ValueError(
                 f"{TRAIN_STEP}: received gradients but no pending plan is stored on this client"
             )
-        prev = decode_plan(state.array_records[pending_key])
+        prev = decode_plan(pending)
         grads = unpack_tensors(msg.content.array_records["grads"], [b.size for b in prev], "grads")
         check_finite(  # non-finite guard (issue #9): never applied
             "received gradients",
@@ -204,30 +178,40 @@ def split_step(tasks: Mapping[str, TaskFactory], msg: Message, context: Context)
             round_=spec.round,
             consequence="not applied",
         )
-        before = {k: to_tensor(v) for k, v in state.array_records[buffers_key].items()}
-        apply_gradients(task, opt, prev, grads, before, device)
     elif spec.exchange != 0:
         raise ValueError(f"{TRAIN_STEP}: exchange {spec.exchange} carries no gradients")
+    plan = decode_plan(msg.content.array_records["plan"]) if "plan" in msg.content else None
     content = RecordDict()
-    if "plan" in msg.content:
-        plan = decode_plan(msg.content.array_records["plan"])
-        state[buffers_key] = buffers_record(task.model)
-        uplink = forward_batches(task, plan, True, device)
-        state[pending_key] = msg.content.array_records["plan"]
-        content["uplink"] = pack_tensors(uplink)
-    else:
-        for key in (pending_key, buffers_key):
-            if key in state:
-                del state[key]
-    t_compute = time.perf_counter()
-    check_finite(
-        "client weights", task.model, where=TRAIN_STEP, round_=spec.round, consequence="not stored"
-    )
-    state[_key(spec.task, "model")] = module_record(task.model)
-    arrays, opt_meta = optimizer_records(opt)
-    state[_key(spec.task, "optim")] = arrays
-    state[_key(spec.task, "optim_meta")] = opt_meta
-    state[_key(spec.task, "meta")] = ConfigRecord({"round": spec.round, "exchange": spec.exchange})
+    try:  # from here on the weights change: a failure leaves no live state behind
+        if grads is not None:
+            before = {k: to_tensor(v) for k, v in buffers.items()}  # type: ignore[union-attr]
+            apply_gradients(task, opt, prev, grads, before, device)
+        if plan is not None:
+            buffers = buffers_record(task.model)
+            content["uplink"] = pack_tensors(forward_batches(task, plan, True, device))
+            pending = msg.content.array_records["plan"]
+        else:
+            pending = buffers = None
+        t_compute = time.perf_counter()
+        check_finite(
+            "client weights",
+            task.model,
+            where=TRAIN_STEP,
+            round_=spec.round,
+            consequence="not stored",
+        )
+        live.save_step(
+            built,
+            context,
+            spec.task,
+            (spec.round, spec.exchange),
+            opt,
+            (pending, buffers),
+            persist=spec.persist or plan is None,  # the end of a pass is a persist point
+        )
+    except BaseException:
+        live.discard(context, spec.task)
+        raise
     if spec.profile:
         t_end = time.perf_counter()
         content["timing"] = MetricRecord(
@@ -243,7 +227,7 @@ def split_forward(tasks: Mapping[str, TaskFactory], msg: Message, context: Conte
     if "plan" not in msg.content:
         raise ValueError(f"{EVAL_FORWARD}: the message has no 'plan' record")
     built = _build(_factory(tasks, spec, EVAL_FORWARD), spec, context)
-    _restore(built, context.state, spec.task)
+    live.ensure_model(built, context, spec.task)
     plan = decode_plan(msg.content.array_records["plan"])
     t_load = time.perf_counter()
     uplink = forward_batches(built.task, plan, False, built.device)
@@ -289,7 +273,7 @@ def split_state(tasks: Mapping[str, TaskFactory], msg: Message, context: Context
         info["ids-fingerprint"] = ids_fingerprint(ids)
     content = RecordDict({"info": info})
     if spec.weights:
-        _restore(built, context.state, spec.task)
+        live.ensure_model(built, context, spec.task)
         content["state"] = module_record(built.task.model)
     return Message(content, reply_to=msg)
 
@@ -297,11 +281,15 @@ def split_state(tasks: Mapping[str, TaskFactory], msg: Message, context: Context
 def split_checkpoint(tasks: Mapping[str, TaskFactory], msg: Message, context: Context) -> Message:
     """``query.split_checkpoint``: every record under ``split.<task>.``, named by part."""
     spec = MessageSpec.from_message(msg, QUERY_CHECKPOINT)
+    live.flush(context, spec.task)  # a persist point
     prefix = _key(spec.task, "")
     content = RecordDict()
     for name, record in context.state.items():
         if name.startswith(prefix):
             content[name[len(prefix) :]] = record
+    if "meta" in content:  # a checkpoint is the same in warm and cold mode: no stamps
+        meta = content.config_records["meta"]
+        content["meta"] = ConfigRecord({k: meta[k] for k in ("round", "exchange") if k in meta})
     return Message(content, reply_to=msg)
 
 
@@ -309,6 +297,7 @@ def split_restore(tasks: Mapping[str, TaskFactory], msg: Message, context: Conte
     """``train.split_restore``: replace this client's ``split.<task>.*`` records with the
     message's (all but ``config``); the reply is empty."""
     spec = MessageSpec.from_message(msg, RESTORE_STATE)
+    live.discard(context, spec.task)
     prefix = _key(spec.task, "")
     state = context.state
     for name in [n for n in state if n.startswith(prefix)]:
@@ -316,6 +305,7 @@ def split_restore(tasks: Mapping[str, TaskFactory], msg: Message, context: Conte
     for part, record in msg.content.items():
         if part != "config":
             state[prefix + part] = record
+    restamp(state, spec.task)
     return Message(RecordDict(), reply_to=msg)
 
 
@@ -330,6 +320,8 @@ def split_set_model(tasks: Mapping[str, TaskFactory], msg: Message, context: Con
         "received weights", weights, where=f"{SET_MODEL} ({spec.task})", consequence="not installed"
     )
     built = _build(_factory(tasks, spec, SET_MODEL), spec, context)
+    live.flush(context, spec.task)  # the optimizer and plan stay unless fresh
+    live.discard(context, spec.task)
     load_module(built.task.model, weights)  # the same keys and shapes, or ValueError
     set_task_model(context.state, spec.task, weights, fresh=spec.fresh)
     info = ConfigRecord({"task": spec.task, "fresh": spec.fresh})

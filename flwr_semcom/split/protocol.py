@@ -5,7 +5,9 @@ One training action carries everything a client needs for one exchange (docs/spl
 ``train.split_step`` (server → client)
     ``"config"`` :class:`ConfigRecord` — the reserved keys :data:`RESERVED` (``task``,
     ``stage``, ``round``, ``exchange``, ``profile``; ``weights`` for ``query.split_state``;
-    ``attempt`` on a re-send; ``fresh`` for ``train.split_set_model``) and the *task
+    ``attempt`` on a re-send; ``fresh`` for ``train.split_set_model``; ``persist``: write the
+    node's full state into ``context.state`` after this step, docs/split.md "Warm client
+    state") and the *task
     parameters*: every other key, a plain value (str, int, float, bool) handed to the task
     factory on the node (e.g. ``method="decur"``; :class:`MessageSpec`). Nothing else: the
     node builds its task from these and its own ``Context``;
@@ -74,7 +76,17 @@ MESSAGE_TYPES = (TRAIN_STEP, EVAL_FORWARD, QUERY_STATE, QUERY_CHECKPOINT, RESTOR
 
 #: Keys of the ``"config"`` record that belong to the runtime; every other key is a task
 #: parameter.
-RESERVED = ("task", "stage", "round", "exchange", "profile", "weights", "attempt", "fresh")
+RESERVED = (
+    "task",
+    "stage",
+    "round",
+    "exchange",
+    "profile",
+    "weights",
+    "attempt",
+    "fresh",
+    "persist",
+)
 _PARAM_TYPES = (str, int, float, bool)
 
 
@@ -112,6 +124,7 @@ class MessageSpec:
     weights: bool = False
     attempt: int = 0
     fresh: bool = False
+    persist: bool = False
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -137,6 +150,7 @@ class MessageSpec:
                 weights=bool(rec.get("weights", False)),
                 attempt=int(rec.get("attempt", 0)),  # type: ignore[arg-type]
                 fresh=bool(rec.get("fresh", False)),
+                persist=bool(rec.get("persist", False)),
                 params={k: v for k, v in rec.items() if k not in RESERVED},
             )
         except (TypeError, ValueError) as err:

@@ -2,7 +2,8 @@
 
 A client process may serve several virtual nodes (simulation) or live for one message only
 (deployment), so weights and optimizer state are stored in ``context.state`` after every
-message and restored before the next (../shared/FLOWER_NOTES.md §3). Tensors go into an
+message and restored before the next (../shared/FLOWER_NOTES.md §3; a per-node worker keeps
+them live between persist points instead, :mod:`flwr_semcom.split.live`). Tensors go into an
 :class:`ArrayRecord`; the optimizer's non-tensor parts (``param_groups``, scalar state such
 as a ``None`` momentum buffer) into a :class:`ConfigRecord` as JSON.
 
@@ -13,6 +14,7 @@ writes them only through :func:`task_model`, :func:`set_task_model` and :func:`c
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import torch
@@ -28,6 +30,7 @@ __all__ = [
     "load_optimizer",
     "module_record",
     "optimizer_records",
+    "restamp",
     "set_task_model",
     "state_key",
     "task_model",
@@ -64,6 +67,20 @@ def set_task_model(
             if key in state:
                 del state[key]
     state[state_key(task, "model")] = model
+    restamp(state, task)
+
+
+def restamp(state: RecordDict, task: str) -> None:
+    """Give the stamp of ``task``'s meta (warm state, :mod:`flwr_semcom.split.live`) a new
+    value after its records were rewritten, so that no live copy of the old ones is used;
+    the records stay marked complete if they were. No-op for a meta without a stamp."""
+    key = state_key(task, "meta")
+    if key not in state or not str(state.config_records[key].get("stamp", "")):
+        return
+    meta = state.config_records[key]
+    complete = str(meta.get("saved", "")) == str(meta["stamp"])
+    meta["stamp"] = uuid.uuid4().hex
+    meta["saved"] = meta["stamp"] if complete else ""
 
 
 def clear_tasks(state: RecordDict) -> int:
