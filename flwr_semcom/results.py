@@ -13,6 +13,9 @@ Layout (documented in docs/results.md)::
 
 A folder is never reused: a second run in the same second gets a ``-1``, ``-2`` suffix. Every
 file is written to a temporary name and renamed, so a killed run leaves complete files only.
+A run that fails before it wrote anything worth keeping (only ``config.yaml`` / ``run.json``)
+leaves no folder: :func:`stub_folders_removed` (around every runner in the ServerApp) removes
+the folders created inside it that hold nothing else.
 
 JSON is strict (RFC 8259): a NaN or infinite number is written as ``null`` (:func:`strict_json`),
 never as the bare ``NaN`` / ``Infinity`` tokens that Python's ``json`` emits by default and
@@ -21,11 +24,14 @@ strict parsers reject. Finite numbers are written exactly as before.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import math
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from flwr_semcom.accounting import CommLedger, atomic_write
+
+logger = logging.getLogger("flwr")  # Flower's logger, without importing flwr here
+
+#: Files a run writes before it has results: a folder holding only these keeps nothing.
+STUB_FILES = frozenset({"config.yaml", "run.json"})
+_created: list[Path] = []  # folders made by new_run_dir in this process, oldest first
 
 
 def new_run_dir(output_root: str | Path, experiment: str) -> Path:
@@ -44,10 +56,36 @@ def new_run_dir(output_root: str | Path, experiment: str) -> Path:
         path = base / (stamp if i == 0 else f"{stamp}-{i}")
         try:
             path.mkdir()
-            return path
         except FileExistsError:
             continue
+        _created.append(path)
+        return path
     raise RuntimeError(f"could not create a new results folder under {base}")
+
+
+def is_stub(folder: str | Path) -> bool:
+    """``folder`` holds nothing worth keeping: only :data:`STUB_FILES` and hidden temporary
+    files (no metrics, summary, ledger, plot, checkpoint or sub-folder)."""
+    return all(
+        p.is_file() and (p.name in STUB_FILES or p.name.startswith("."))
+        for p in Path(folder).iterdir()
+    )
+
+
+@contextlib.contextmanager
+def stub_folders_removed() -> Iterator[None]:
+    """Remove the results folders created inside the block if it raises before they hold
+    anything worth keeping (:func:`is_stub`): a run that failed before its first result or
+    checkpoint leaves no folder that looks like a run, or like one to resume."""
+    start = len(_created)
+    try:
+        yield
+    except BaseException:
+        for path in _created[start:]:
+            if path.is_dir() and is_stub(path):
+                shutil.rmtree(path, ignore_errors=True)
+                logger.info("results folder %s removed: the run failed before any result", path)
+        raise
 
 
 def strict_json(obj: Any) -> Any:

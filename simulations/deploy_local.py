@@ -336,6 +336,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.task_poll_interval is not None and not 0.01 <= args.task_poll_interval <= 60:
         print("error: --task-poll-interval must be in [0.01, 60] seconds", file=sys.stderr)
         return 2
+    try:  # pre-flight (simulations/preflight.py) before any certificate or process
+        from flwr_semcom.config import ConfigError
+        from simulations.preflight import check_run
+
+        check_run(args.experiment, args.overrides, args.words, args.num_supernodes)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     workdir = Path(args.workdir) if args.workdir else None
     try:
         with local_deployment(

@@ -11,7 +11,9 @@ SuperLink running, exits 0 when the run failed, installs the app's dependencies 
 torch) into a per-run venv, and lets the SuperLink's working directory leak into ClientApp
 imports. This launcher:
 
-1. composes and validates the config first (a bad value fails here, in one line, exit 2);
+1. composes and validates the config first, then runs the pre-flight checks
+   (:mod:`simulations.preflight`: data, device, output folder, channel ↔ task, SuperNode
+   count): a problem fails here, in one line, exit 2, before anything is started or created;
 2. refuses ``--num-gpus > 0`` when torch sees no GPU (instead of Ray's "ActorPool is empty");
 3. starts its own simulation SuperLink from a neutral directory, with runtime dependency
    installation disabled and a ``FLWR_HOME`` of its own inside the project
@@ -27,7 +29,8 @@ starts nothing (see docs/deployment.md).
 
 With ``--resume RESULTS_DIR`` it continues a stopped or killed run from the checkpoint in that
 results folder, with the experiment and overrides the run was started with (``run.json``);
-the run appends to the same folder (docs/reliability.md).
+the run appends to the same folder (docs/reliability.md). A run that already finished is not
+run again: the launcher says so and exits 0, changing nothing.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from simulations.processes import PROJECT_ROOT, ProcessGuard, descendants, flwr_bin, flwr_env
 from simulations.superlink import (
@@ -57,19 +60,6 @@ from simulations.superlink import (
 # PROJECT_ROOT, ProcessGuard, descendants and flwr_env are imported from here by tests and
 # deploy_local; they live in simulations.processes.
 __all__ = ["PROJECT_ROOT", "ProcessGuard", "descendants", "flwr_env", "main"]
-
-
-def num_nodes_for(cfg: Any) -> int:
-    """How many SuperNodes the experiment needs (runner's ``num_nodes(cfg)`` or config)."""
-    import importlib
-
-    from simulations.server_app import load_runner
-
-    load_runner(str(cfg.experiment.runner))  # unknown runner -> ConfigError listing valid ones
-    module = importlib.import_module(f"simulations.experiments.{cfg.experiment.runner}")
-    if hasattr(module, "num_nodes"):
-        return int(module.num_nodes(cfg))
-    return int(cfg.experiment.get("num_nodes", 2))
 
 
 def gpu_check(num_gpus: float) -> None:
@@ -88,8 +78,15 @@ def gpu_check(num_gpus: float) -> None:
             )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one ``error: …`` line (exit 2), not the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="semcom-run", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="semcom-run", description=__doc__.split("\n")[0])
     p.add_argument(
         "words",
         nargs="*",
@@ -143,8 +140,9 @@ def resume_settings(run_dir: str) -> tuple[str, list[str]]:
     return run["experiment"], overrides
 
 
-def _settings(args: argparse.Namespace) -> tuple[str, list[str], int]:
-    """Experiment, hydra overrides and node count of the run; ``ConfigError`` when invalid."""
+def _settings(args: argparse.Namespace) -> tuple[str, list[str], Any]:
+    """Experiment, hydra overrides and composed config of the run; ``ConfigError`` when
+    invalid."""
     from flwr_semcom.config import ConfigError, compose_config, split_overrides
     from flwr_semcom.run_config import cli_overrides, rename_error
 
@@ -156,7 +154,6 @@ def _settings(args: argparse.Namespace) -> tuple[str, list[str], int]:
             )
         experiment, overrides = resume_settings(args.resume)
         names: dict[str, str] = {}
-        print(f"[semcom-run] resuming {Path(args.resume).resolve()}", flush=True)
     else:
         base = split_overrides(args.overrides)
         chosen, more, names = cli_overrides(args.words, args.experiment, base)
@@ -167,7 +164,18 @@ def _settings(args: argparse.Namespace) -> tuple[str, list[str], int]:
         cfg = compose_config(experiment, overrides)
     except ConfigError as err:
         raise rename_error(err, names) from None
-    return experiment, overrides, args.num_supernodes or num_nodes_for(cfg)
+    return experiment, overrides, cfg
+
+
+def preflight(args: argparse.Namespace, cfg: Any) -> int:
+    """The pre-flight checks of the run (:mod:`simulations.preflight`); the SuperNodes to
+    start. A deployment (``--superlink``) is checked by its ServerApp on its own host."""
+    from simulations import preflight as pf
+
+    nodes = pf.check_config(cfg, None if args.superlink else args.num_supernodes)
+    if not args.superlink:
+        pf.check_host(cfg)
+    return nodes
 
 
 def _resource_problem(args: argparse.Namespace, nodes: int) -> str | None:
@@ -192,13 +200,23 @@ def _resource_problem(args: argparse.Namespace, nodes: int) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # options between key=value words
     sys.path.insert(0, str(PROJECT_ROOT))
-    from flwr_semcom.checkpoint import CheckpointError
+    from flwr_semcom.checkpoint import CheckpointError, read_run_file
     from flwr_semcom.config import ConfigError
 
     try:
-        experiment, overrides, nodes = _settings(args)
+        experiment, overrides, cfg = _settings(args)
+        nodes = preflight(args, cfg)
+        if args.resume:
+            from simulations.preflight import finished_run
+
+            run = read_run_file(args.resume)
+            done = finished_run(cfg, run["experiment"], run["overrides"])
+            if done:
+                print(f"[semcom-run] {done}", flush=True)
+                return 0
+            print(f"[semcom-run] resuming {Path(args.resume).resolve()}", flush=True)
     except (CheckpointError, ConfigError) as err:
         where = "--resume: " if args.resume else ""
         print(f"error: {where}{err}", file=sys.stderr)

@@ -7,6 +7,13 @@
 ``cfg.experiment.runner`` (``simulations/experiments/<runner>.py``, function
 ``run(grid, cfg, context) -> dict``) drives the strategies and writes the results folder. Any
 error fails the run: ``flwr list`` shows ``finished:failed``.
+
+Before the runner sends any message, the pre-flight checks of :mod:`simulations.preflight`
+run on the server's host (channel ↔ task, the experiment's node count, device, output folder,
+data): for plain ``flwr run .``, which has no launcher, a problem fails the run with one
+``configuration error: …`` line. ``reliability.resume`` of a run that already finished
+returns at once, changing nothing. A runner that fails before it wrote any result leaves no
+results folder (:func:`flwr_semcom.results.stub_folders_removed`).
 """
 
 from __future__ import annotations
@@ -28,8 +35,11 @@ from flwr.serverapp import Grid, ServerApp
 # two threads meet on one module lock before either holds another project module's lock.
 import flwr_semcom.client_app  # noqa: F401  (must stay the first project import)
 import simulations.experiments as experiments_pkg
+from flwr_semcom.checkpoint import CheckpointError
 from flwr_semcom.config import ConfigError, config_from_run_config
+from flwr_semcom.results import stub_folders_removed
 from flwr_semcom.run_config import canonical_run_config
+from simulations import preflight
 
 app = ServerApp()
 
@@ -56,9 +66,17 @@ def main(grid: Grid, context: Context) -> None:
         cfg = config_from_run_config(context.run_config)
         runner = load_runner(cfg.experiment.runner)
         run_config = canonical_run_config(context.run_config)
-    except ConfigError as err:
+        preflight.check_config(cfg)
+        preflight.check_host(cfg)
+        done = preflight.finished_run(
+            cfg, str(run_config.get("experiment", "main")), str(run_config.get("overrides", ""))
+        )
+    except (CheckpointError, ConfigError) as err:
         log(ERROR, "configuration error: %s", err)
         raise
+    if done:
+        log(INFO, "flwr-semcom: %s", done)
+        return
     if run_config != context.run_config:  # shortcut keys folded into `overrides`
         context = Context(
             run_id=context.run_id,
@@ -68,4 +86,5 @@ def main(grid: Grid, context: Context) -> None:
             run_config=run_config,
         )
     log(INFO, "flwr-semcom: experiment=%s runner=%s", cfg.experiment.name, cfg.experiment.runner)
-    runner(grid, cfg, context)
+    with stub_folders_removed():
+        runner(grid, cfg, context)

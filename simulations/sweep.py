@@ -23,6 +23,8 @@ sweep goes on; the command exits 1 if any point failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import shlex
@@ -70,6 +72,28 @@ def _experiment(words: list[str], given: str | None) -> str:
     return chosen.pop() if chosen else "main"
 
 
+def check_points(cfgs: list[Any], out_root: Path, launcher_args: list[str]) -> None:
+    """Pre-flight of every point (:mod:`simulations.preflight`) with the launcher's options,
+    before the sweep folder or the first run exists; ``ConfigError`` (one line) otherwise."""
+    from flwr_semcom.config import ConfigError
+    from simulations import launch, preflight
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's usage text: not one line
+            opts = launch.build_parser().parse_args(launcher_args)
+    except SystemExit:
+        opts = None
+    if opts is None or opts.words:
+        raise ConfigError(
+            f"--launcher-args: cannot parse {shlex.join(launcher_args)!r}; expected semcom-run "
+            "options such as '--num-supernodes 4 --num-cpus 1'"
+        )
+    for cfg in cfgs:
+        preflight.check_config(cfg, None if opts.superlink else opts.num_supernodes)
+        if not opts.superlink:
+            preflight.check_host(cfg, output=out_root)
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts to dotted keys, keeping scalars only."""
     out: dict[str, Any] = {}
@@ -113,12 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         keys, points = expand(words)
         cfgs = [compose_config(args.experiment, pt) for pt in points]  # validate all first
+        out_root = Path(args.output_dir or Path(str(cfgs[0].paths.output_dir)) / "sweeps")
+        if not out_root.is_absolute():
+            out_root = PROJECT_ROOT / out_root
+        check_points(cfgs, out_root, split_overrides(args.launcher_args))
     except ConfigError as err:
         print(f"error: {rename_error(err, names)}", file=sys.stderr)
         return 2
-    out_root = Path(args.output_dir or Path(str(cfgs[0].paths.output_dir)) / "sweeps")
-    if not out_root.is_absolute():
-        out_root = PROJECT_ROOT / out_root
     from flwr_semcom.accounting import atomic_write
     from flwr_semcom.results import Results, new_run_dir, plot_lines
 
