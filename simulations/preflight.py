@@ -197,10 +197,13 @@ def check_config(cfg: DictConfig, nodes: int | None = None) -> int:
     return check_nodes(cfg, nodes)
 
 
-def check_host(cfg: DictConfig, *, output: str | Path | None = None) -> None:
-    """Checks of this machine: device, output folder, data."""
+def check_host(cfg: DictConfig, *, output: str | Path | None = None, data: bool = True) -> None:
+    """Checks of this machine: device, output folder (``output``: another folder than
+    ``paths.output_dir``) and, with ``data``, the data (where the devices run here)."""
     check_device(cfg)
     check_output(cfg, output)
+    if not data:
+        return
     try:
         check_data(cfg)
     except (DataNotFoundError, DataFormatError) as err:

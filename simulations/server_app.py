@@ -10,7 +10,8 @@ error fails the run: ``flwr list`` shows ``finished:failed``.
 
 Before the runner sends any message, the pre-flight checks of :mod:`simulations.preflight`
 run on the server's host (channel ↔ task, the experiment's node count, device, output folder,
-data): for plain ``flwr run .``, which has no launcher, a problem fails the run with one
+and in a simulation, where the ClientApps run on this host too, the data): for plain
+``flwr run .``, which has no launcher, a problem fails the run with one
 ``configuration error: …`` line. ``reliability.resume`` of a run that already finished
 returns at once, changing nothing. A runner that fails before it wrote any result leaves no
 results folder (:func:`flwr_semcom.results.stub_folders_removed`).
@@ -26,6 +27,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.superlink.grid import InMemoryGrid  # the simulation engine's grid
 
 # The ClientApp's modules first, as this module's first project import: in a simulation Flower
 # loads the ClientApp in the main thread while this ServerApp runs in another, and two threads
@@ -67,7 +69,8 @@ def main(grid: Grid, context: Context) -> None:
         runner = load_runner(cfg.experiment.runner)
         run_config = canonical_run_config(context.run_config)
         preflight.check_config(cfg)
-        preflight.check_host(cfg)
+        # the data lives where the ClientApps run: this host in a simulation only
+        preflight.check_host(cfg, data=isinstance(grid, InMemoryGrid))
         done = preflight.finished_run(
             cfg, str(run_config.get("experiment", "main")), str(run_config.get("overrides", ""))
         )

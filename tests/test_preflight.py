@@ -22,6 +22,7 @@ import pytest
 import torch
 from flwr.app import Context, RecordDict
 from flwr.serverapp import Grid
+from flwr.superlink.grid import InMemoryGrid
 
 from flwr_semcom.checkpoint import Checkpointer
 from flwr_semcom.config import ConfigError, compose_config
@@ -255,8 +256,9 @@ def _context(run_config: dict[str, Any]) -> Context:
 
 
 def test_server_app_fails_in_one_line_before_sending_any_message(tmp_path: Path) -> None:
-    """Plain `flwr run .`: the ServerApp refuses before it touches the grid."""
-    grid = MagicMock(spec=Grid)
+    """Plain `flwr run .`: the ServerApp refuses before it touches the grid (a simulation's
+    grid: the data is checked on this host too)."""
+    grid = MagicMock(spec=InMemoryGrid)
     run_config = {"experiment": "split_supervised", "overrides": "channel=dmc"}
     with pytest.raises(ConfigError) as err:
         server_app.main(grid, _context(run_config))
@@ -267,6 +269,10 @@ def test_server_app_fails_in_one_line_before_sending_any_message(tmp_path: Path)
     with pytest.raises(ConfigError, match=r"^paths.data_root='.*/none' resolves to"):
         server_app.main(grid, _context({"experiment": "slf_table1", "overrides": overrides}))
     assert grid.method_calls == [] and not (tmp_path / "out").exists()
+    deployed = MagicMock(spec=Grid)  # deployment: the data is on the SuperNodes' hosts
+    with pytest.raises(RuntimeError, match="stop here"):
+        deployed.get_node_ids.side_effect = RuntimeError("stop here")  # the runner started
+        server_app.main(deployed, _context({"experiment": "slf_table1", "overrides": overrides}))
 
 
 def test_a_run_that_fails_before_its_first_round_leaves_no_results_folder(
