@@ -11,9 +11,12 @@ keep their handlers in their own modules, each exposing ``ACTIONS: dict[str, han
 ``handler(msg: Message, context: Context) -> Message``). All client state lives in
 ``context.state`` (see ../shared/FLOWER_NOTES.md §3): nothing survives in globals.
 
-The app's one mod, :func:`inject_faults`, is the test-only fault injection of
-``reliability.fault`` (docs/reliability.md): it fails a chosen ``train.split_step`` before the
-handler touches ``context.state``.
+The app's mods: :func:`inject_faults`, the test-only fault injection of ``reliability.fault``
+(docs/reliability.md: it fails a chosen ``train.split_step`` before the handler touches
+``context.state``), then the relay to the node's worker (:func:`flwr_semcom.runtime.relay.
+relay_mod`; run config ``warm-clients``, node config ``worker-socket``; docs/split.md "Warm
+client state"), which hands every message to the node's long-lived worker process when one
+is configured and otherwise passes it on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from flwr_semcom.alignment import add_slf_client
 from flwr_semcom.config import config_from_run_config
 from flwr_semcom.paper1.factory import client_task_factories
 from flwr_semcom.reliability import maybe_inject
+from flwr_semcom.runtime.relay import relay_mod
 from flwr_semcom.slf.factory import device_from_context
 from flwr_semcom.split import add_split_client
 from flwr_semcom.split.protocol import TRAIN_STEP, MessageSpec
@@ -93,7 +97,10 @@ def make_app(run_config: Mapping[str, bool | float | int | str] | None = None) -
     """A fresh bundled ClientApp; with ``run_config``, its handlers see that run config
     (``flwr.simulation.run_simulation`` passes an empty one, FLOWER_NOTES §2.7, and a
     ClientApp may not modify ``context.run_config``: a mod passes a copy of the context)."""
-    mods: list[Callable[[Message, Context, Handler], Message]] = [inject_faults]
+    mods: list[Callable[[Message, Context, Handler], Message]] = [
+        inject_faults,
+        relay_mod(f"{__name__}:app"),  # a spawned worker loads this module's app
+    ]
     if run_config is not None:
         fixed = dict(run_config)
 

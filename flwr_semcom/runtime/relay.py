@@ -1,21 +1,82 @@
-"""Worker mode: whether this process is a per-node worker (:mod:`flwr_semcom.runtime.worker`).
+"""The ClientApp side of a per-node worker: worker mode, the wire format, and the relay mod.
 
-A worker is the one process that holds a node for a run, so handlers may keep that node's
-state live in memory between messages (warm state, docs/split.md "Warm client state"); every
-other process (a Ray actor, a deployment ``flwr-clientapp`` process) must keep it in
-``context.state`` only. This module imports only the standard library and flwr.
+A **per-node worker** (:mod:`flwr_semcom.runtime.worker`) is a long-lived process that holds
+one node's state in memory (docs/split.md "Warm client state"). Flower never keeps a process
+per node: in simulation a node's messages hop between Ray actors, in deployment every message
+gets a fresh ``flwr-clientapp`` process (../shared/FLOWER_NOTES.md §3, §9). The **relay**
+(:func:`relay_mod`, a Flower client mod) sends each ``(message, context)`` to the node's worker
+over a Unix socket and copies the worker's reply and ``context.state`` back; inside the worker
+the same app runs with :func:`in_worker` true, so its handlers may keep state warm.
+
+Where the worker is:
+
+- deployment: node config ``worker-socket`` (a path; ``semcom-worker`` started beside the
+  SuperNode);
+- simulation (and in-process grids): run config ``warm-clients = true`` (or the environment
+  variable ``SEMCOM_WARM_CLIENTS=1`` when the key is unset): the relay starts the node's
+  worker on first use (owned by the relaying process; it exits when that process is gone)
+  under a private directory (:func:`worker_dir`).
+
+Wire format: frames of an 8-byte big-endian length and a pickle. The worker speaks first
+(``hello``: protocol, code version, pid); a worker of another code version is refused. The
+socket file is 0600 in a 0700 directory, and the worker serves only its own user (peer
+credentials), so pickles come from this user only. This module imports only the standard
+library and flwr.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import importlib.metadata
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from flwr.app import Context, Message
 
-__all__ = ["in_worker", "on_worker_call", "run_worker_hooks", "set_worker_mode"]
+__all__ = [
+    "PROTOCOL",
+    "WorkerError",
+    "call_worker",
+    "code_version",
+    "in_worker",
+    "on_worker_call",
+    "recv_frame",
+    "relay_mod",
+    "run_worker_hooks",
+    "send_frame",
+    "set_worker_mode",
+    "worker_dir",
+    "worker_socket",
+]
+
+PROTOCOL = 1
+_HEADER = struct.Struct(">Q")
+_MAX_FRAME = 1 << 36
+#: Run-config key / environment variable that switch warm clients on in simulation.
+RUN_KEY, ENV_KEY, NODE_KEY = "warm-clients", "SEMCOM_WARM_CLIENTS", "worker-socket"
+#: Whether warm clients are on when neither the run config nor the environment says.
+DEFAULT_WARM = False
+SPAWN_TIMEOUT_S = 180.0
+CALL_TIMEOUT_S = 6 * 3600.0
 
 _worker_mode = False
 _hooks: list[Callable[[Message, Context], None]] = []
+_spawned: dict[str, subprocess.Popen[bytes]] = {}
+
+
+class WorkerError(RuntimeError):
+    """The node's worker cannot be reached, is of another code version, or died."""
 
 
 def in_worker() -> bool:
@@ -40,3 +101,259 @@ def run_worker_hooks(message: Message, context: Context) -> None:
     """Call the registered hooks (the worker does, before handing ``message`` to the app)."""
     for hook in _hooks:
         hook(message, context)
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """``<flwr-semcom version>+<hash of the package's .py files>``: relay and worker must run
+    the same code (a stale worker would compute with other code)."""
+    try:
+        version = importlib.metadata.version("flwr-semcom")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return f"{version}+{digest.hexdigest()[:16]}"
+
+
+# ---------------------------------------------------------------------------- frames
+def send_frame(sock: socket.socket, obj: Any) -> None:
+    """Send ``obj`` as one frame (length + pickle)."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _recv_exact(
+    sock: socket.socket, n: int, deadline: float, alive: Callable[[], bool] | None
+) -> bytes:
+    buf = bytearray()
+    sock.settimeout(1.0)
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(min(n - len(buf), 1 << 22))
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no answer in time") from None
+            if alive is not None and not alive():
+                raise ConnectionError("the peer process is gone") from None
+            continue
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(sock: socket.socket, timeout: float, alive: Callable[[], bool] | None = None) -> Any:
+    """Receive one frame; ``TimeoutError`` after ``timeout`` s, ``ConnectionError`` when the
+    peer closes or ``alive()`` turns false (checked every second)."""
+    deadline = time.monotonic() + timeout
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline, alive))
+    if size > _MAX_FRAME:
+        raise ConnectionError(f"frame of {size} bytes refused")
+    return pickle.loads(_recv_exact(sock, size, deadline, alive))
+
+
+# ---------------------------------------------------------------------------- paths
+def worker_dir() -> Path:
+    """The private directory of spawned workers' sockets: ``$SEMCOM_WORKER_DIR`` or
+    ``<tmp>/semcom-workers-<uid>``; created 0700, refused if another user owns it or others
+    may enter it."""
+    path = Path(
+        os.environ.get("SEMCOM_WORKER_DIR")
+        or Path(tempfile.gettempdir()) / f"semcom-workers-{os.getuid()}"
+    )
+    private_dir(path)
+    return path
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (mode 0700) or check that it is ours and private."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise WorkerError(
+            f"worker directory {path} must belong to uid {os.getuid()} with mode 0700 "
+            f"(has uid {st.st_uid}, mode {oct(st.st_mode & 0o777)})"
+        )
+
+
+def worker_socket(run_id: int, node_id: int) -> Path:
+    """The socket of the spawned worker of ``node_id`` in run ``run_id``."""
+    return worker_dir() / f"{run_id}-{node_id}.sock"
+
+
+# ---------------------------------------------------------------------------- relay
+def _switch(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "none"):
+        return None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{RUN_KEY}: invalid value {value!r}; expected true or false")
+
+
+def _target(context: Context) -> tuple[Path, bool] | None:
+    """(socket, spawn) of this node's worker, or ``None``: handle the message here (cold)."""
+    wanted = _switch(context.run_config.get(RUN_KEY, ""))
+    if wanted is False:
+        return None
+    node_socket = str(context.node_config.get(NODE_KEY, ""))
+    if node_socket:
+        return Path(node_socket), False
+    if wanted is None:
+        wanted = _switch(os.environ.get(ENV_KEY, ""))
+    if not (DEFAULT_WARM if wanted is None else wanted):
+        return None
+    if Path(sys.argv[0]).name == "flwr-clientapp":  # lives for one message: cannot own one
+        return None
+    return worker_socket(context.run_id, context.node_id), True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _connect(path: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10.0)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    return sock
+
+
+def _threads() -> int:
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 1
+
+
+def _spawn(path: Path, app_ref: str) -> socket.socket:
+    """Start the worker of ``path`` (under a lock: one spawner per node) and connect."""
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sock = _connect(path)
+        if sock is not None:
+            return sock
+        path.unlink(missing_ok=True)
+        log_path = path.with_suffix(".log")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        cmd = [sys.executable, "-m", "flwr_semcom.runtime.worker", "--app", app_ref]
+        cmd += ["--socket", str(path), "--owner-pid", str(os.getpid())]
+        cmd += ["--threads", str(_threads()), "--idle-timeout", "3600"]
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(fd)
+        _spawned[str(path)] = proc
+        deadline = time.monotonic() + SPAWN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            sock = _connect(path)
+            if sock is not None:
+                return sock
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+                raise WorkerError(
+                    f"worker for {path.name} exited at start (code {proc.returncode}): "
+                    f"{tail[0] if tail else 'no output'} (log {log_path})"
+                )
+            time.sleep(0.05)
+        proc.kill()
+        raise WorkerError(f"worker for {path.name} did not listen within {SPAWN_TIMEOUT_S:g} s")
+
+
+def _reap() -> None:
+    for key, proc in list(_spawned.items()):
+        if proc.poll() is not None:
+            del _spawned[key]
+
+
+def call_worker(
+    path: Path,
+    message: Message,
+    context: Context,
+    *,
+    spawn_app: str | None = None,
+    timeout: float = CALL_TIMEOUT_S,
+) -> Message:
+    """Run ``message`` on the worker at ``path``; copy its ``context.state`` into
+    ``context``; return its reply. ``spawn_app``: start the worker (that app) if none
+    listens. Failures raise :class:`WorkerError` (one line) or the handler's exception."""
+    _reap()
+    where = f"node {context.node_id}, {message.metadata.message_type}"
+    sock = _connect(path)
+    if sock is None and spawn_app is not None:
+        sock = _spawn(path, spawn_app)
+    if sock is None:
+        raise WorkerError(f"{where}: no worker listens on {path} (start semcom-worker)")
+    with sock:
+        try:
+            hello = recv_frame(sock, 120.0)  # the worker may be busy with a re-sent message
+            if hello.get("protocol") != PROTOCOL or hello.get("code") != code_version():
+                raise WorkerError(
+                    f"{where}: the worker on {path} runs code {hello.get('code')} (protocol "
+                    f"{hello.get('protocol')}), this ClientApp {code_version()} (protocol "
+                    f"{PROTOCOL}); restart the worker with this code"
+                )
+            pid = int(hello["pid"])
+            ctx = (context.run_id, context.node_id, dict(context.node_config), context.state)
+            request = {
+                "kind": "call",
+                "message": message,
+                "context": (*ctx, dict(context.run_config)),
+            }
+            send_frame(sock, request)
+            answer = recv_frame(sock, timeout, alive=lambda: _pid_alive(pid))
+        except (ConnectionError, TimeoutError, OSError, EOFError, pickle.PickleError) as err:
+            raise WorkerError(
+                f"{where}: the worker on {path} failed ({err}); its live state is lost"
+            ) from None
+    if not answer["ok"]:
+        exc = answer.get("exc")
+        if isinstance(exc, BaseException):
+            raise exc
+        raise WorkerError(f"{where}: {answer['error']}")
+    state = answer["state"]
+    for key in [k for k in context.state if k not in state]:
+        del context.state[key]
+    for key, record in state.items():
+        context.state[key] = record
+    reply: Message = answer["reply"]
+    return reply
+
+
+def relay_mod(app_ref: str) -> Callable[[Message, Context, Callable[..., Message]], Message]:
+    """A client mod sending every message to this node's worker when one is configured
+    (module docstring); else, and inside the worker, it passes the message on.
+
+    ``app_ref`` (``"module:attribute"``) is the ClientApp a spawned worker loads: the same
+    handlers as the app this mod belongs to."""
+
+    def relay(message: Message, context: Context, call_next: Callable[..., Message]) -> Message:
+        if in_worker():
+            return call_next(message, context)
+        target = _target(context)
+        if target is None:
+            return call_next(message, context)
+        path, spawn = target
+        return call_worker(path, message, context, spawn_app=app_ref if spawn else None)
+
+    return relay

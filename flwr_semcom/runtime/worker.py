@@ -1,0 +1,189 @@
+"""``semcom-worker``: a long-lived process that holds one node's ClientApp state in memory.
+
+It loads a ClientApp (``--app module:attribute``, default the bundled
+``flwr_semcom.client_app:app``), marks itself a worker (:func:`~.relay.set_worker_mode`: the
+split handlers keep state warm, docs/split.md "Warm client state"), listens on a Unix socket
+(0600 in a 0700 directory; no TCP port) and runs each ``(message, context)`` it receives from
+a relay (:mod:`.relay`) with the app's normal dispatch (mods and handlers), answering with the
+reply and the updated ``context.state``. One call at a time: a node handles one message at a
+time.
+
+Deployment: start one beside each SuperNode::
+
+    semcom-worker --node-home ~/.semcom/node0 --owner-pid <SuperNode pid>
+
+and give the SuperNode ``--node-config "... worker-socket='~/.semcom/node0/worker.sock'"``.
+Simulation: the relay starts the workers itself (run config ``warm-clients = true``).
+
+The worker exits when its owner process is gone (checked every second), after
+``--idle-timeout`` seconds without a message (0: never), or on SIGTERM; it removes its socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import time
+from logging import ERROR, INFO
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.clientapp import ClientApp
+from flwr.common.logger import log
+
+from flwr_semcom.runtime.relay import (
+    PROTOCOL,
+    code_version,
+    private_dir,
+    recv_frame,
+    run_worker_hooks,
+    send_frame,
+    set_worker_mode,
+)
+
+__all__ = ["load_app", "main", "serve"]
+
+_SO_PEERCRED = struct.Struct("3i")
+
+
+def load_app(ref: str) -> ClientApp:
+    """The ClientApp ``module:attribute``; ``ValueError`` (one line) if it is not one."""
+    module, _, attr = ref.partition(":")
+    if not module or not attr:
+        raise ValueError(f"--app {ref!r}: expected module:attribute")
+    app = getattr(importlib.import_module(module), attr, None)
+    if not isinstance(app, ClientApp):
+        raise ValueError(f"--app {ref!r} is not a flwr ClientApp ({type(app).__name__})")
+    return app
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _SO_PEERCRED.size)
+    return int(_SO_PEERCRED.unpack(creds)[1])
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else repr(err)}"
+
+
+def _execute(app: ClientApp, request: dict[str, Any]) -> dict[str, Any]:
+    run_id, node_id, node_config, state, run_config = request["context"]
+    context = Context(run_id, node_id, node_config, state, run_config)
+    message = request["message"]
+    try:
+        run_worker_hooks(message, context)
+        reply = app(message, context)
+    except Exception as err:  # the relay re-raises it in the ClientApp process
+        log(ERROR, "worker: %s", _one_line(err))
+        try:
+            exc: BaseException | None = pickle.loads(pickle.dumps(err))
+        except Exception:  # an exception that does not survive pickling: its text only
+            exc = None
+        return {"ok": False, "error": _one_line(err), "exc": exc}
+    return {"ok": True, "reply": reply, "state": context.state}
+
+
+def _handle(app: ClientApp, conn: socket.socket) -> None:
+    if _peer_uid(conn) != os.getuid():
+        log(ERROR, "worker: refused a connection of another user")
+        return
+    send_frame(conn, {"protocol": PROTOCOL, "code": code_version(), "pid": os.getpid()})
+    request = recv_frame(conn, 60.0)
+    if not isinstance(request, dict) or request.get("kind") != "call":
+        return
+    send_frame(conn, _execute(app, request))
+
+
+def serve(app: ClientApp, path: Path, *, owner_pid: int = 0, idle_timeout: float = 0.0) -> str:
+    """Serve ``app`` on the Unix socket ``path`` until the owner is gone or idle; return why."""
+    private_dir(path.parent)
+    path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        server.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    inode = path.stat().st_ino
+    server.listen(8)
+    server.settimeout(1.0)
+    log(INFO, "worker %d: serving %s (code %s)", os.getpid(), path, code_version())
+    last = time.monotonic()
+    why = ""
+    try:
+        while not why:
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                if not _alive(owner_pid):
+                    why = f"owner process {owner_pid} is gone"
+                elif idle_timeout > 0 and time.monotonic() - last > idle_timeout:
+                    why = f"idle for {idle_timeout:g} s"
+                continue
+            with conn:
+                try:
+                    _handle(app, conn)
+                except (ConnectionError, TimeoutError, OSError, EOFError) as err:
+                    log(ERROR, "worker: connection failed: %s", _one_line(err))
+            last = time.monotonic()
+    finally:
+        server.close()
+        try:
+            if path.stat().st_ino == inode:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+    log(INFO, "worker %d: exiting (%s)", os.getpid(), why)
+    return why
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``semcom-worker``: serve one node's ClientApp on a Unix socket."""
+    parser = argparse.ArgumentParser(prog="semcom-worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--app", default="flwr_semcom.client_app:app", help="module:attribute")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", type=Path, help="socket path (its directory: 0700)")
+    where.add_argument("--node-home", type=Path, help="directory of <node-home>/worker.sock")
+    parser.add_argument("--owner-pid", type=int, default=0, help="exit when it is gone")
+    parser.add_argument("--idle-timeout", type=float, default=0.0, help="seconds; 0 = never")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args(argv)
+    path = args.socket if args.socket is not None else args.node_home / "worker.sock"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    set_worker_mode(True)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        app = load_app(args.app)
+    except (ImportError, ValueError) as err:
+        log(ERROR, "semcom-worker: %s", _one_line(err))
+        return 2
+    serve(app, path.expanduser(), owner_pid=args.owner_pid, idle_timeout=args.idle_timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The per-node worker (flwr_semcom/runtime/worker.py) and its relay (runtime/relay.py): a
+round trip over the socket, permissions, version handshake, owner death, a killed worker,
+and the bundled ClientApp relayed to a spawned worker (warm) against the plain app (cold)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from flwr_semcom.runtime import relay
+from flwr_semcom.runtime.relay import WorkerError, call_worker
+from flwr_semcom.split.protocol import TRAIN_STEP, config_record, encode_plan
+from flwr_semcom.split.schedule import BatchPlan
+from tests._messages import received
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="semw-"))  # short: a socket path has <= 107 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _start(
+    path: Path, *, owner: int = 0, app: str = "tests._worker_app:app"
+) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "flwr_semcom.runtime.worker", "--app", app]
+    cmd += ["--socket", str(path), "--owner-pid", str(owner)]
+    proc = subprocess.Popen(  # noqa: S603
+        cmd,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert proc.poll() is None, "the worker exited at start"
+        assert time.monotonic() < deadline, "the worker did not listen within 60 s"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.fixture
+def worker(sock_dir: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+    path = sock_dir / "w.sock"
+    proc = _start(path)
+    yield path, proc
+    proc.kill()
+    proc.wait(10)
+
+
+def _ctx(node: int = 5) -> Context:
+    return Context(run_id=3, node_id=node, node_config={}, state=RecordDict(), run_config={})
+
+
+def _query(action: str) -> Message:
+    return received(RecordDict(), f"query.{action}", dst=5)
+
+
+def test_round_trip_keeps_the_process_and_returns_the_state(
+    worker: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    path, proc = worker
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    ctx = _ctx()
+    for n in (1, 2, 3):
+        msg = _query("count")
+        reply = call_worker(path, msg, ctx)
+        info = reply.content.config_records["info"]
+        assert (info["n"], info["calls"], info["pid"], info["worker"]) == (n, n, proc.pid, True)
+        assert reply.metadata.reply_to_message_id == msg.metadata.message_id
+        assert int(ctx.state.config_records["c"]["n"]) == n  # type: ignore[arg-type]
+    other = _ctx(node=6)  # another node's context: its own state, the same process
+    info = call_worker(path, _query("count"), other).content.config_records["info"]
+    assert (info["n"], info["calls"]) == (1, 4)
+
+
+def test_a_handler_error_is_raised_in_the_relay(
+    worker: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    with pytest.raises(ValueError, match="^boom: bad input$"):
+        call_worker(worker[0], _query("fail"), _ctx())
+    reply = call_worker(worker[0], _query("count"), _ctx())  # still serving
+    assert reply.content.config_records["info"]["n"] == 1
+
+
+def test_a_worker_of_another_code_version_is_refused(
+    worker: tuple[Path, subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay, "code_version", lambda: "0.0.0+other")
+    with pytest.raises(WorkerError) as err:
+        call_worker(worker[0], _query("count"), _ctx())
+    text = str(err.value)
+    assert "\n" not in text and "0.0.0+other" in text and "restart the worker" in text
+
+
+def test_no_worker_is_one_line(sock_dir: Path) -> None:
+    with pytest.raises(WorkerError, match="no worker listens on .*start semcom-worker"):
+        call_worker(sock_dir / "none.sock", _query("count"), _ctx())
+
+
+def test_a_killed_worker_gives_one_error_line_and_no_hang(
+    worker: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    path, proc = worker
+    threading.Timer(1.0, lambda: os.kill(proc.pid, signal.SIGKILL)).start()
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError) as err:
+        call_worker(path, _query("sleep"), _ctx())
+    assert time.monotonic() - t0 < 10
+    text = str(err.value)
+    assert "\n" not in text and "failed" in text and "live state is lost" in text
+
+
+def test_the_worker_exits_when_its_owner_is_gone(sock_dir: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # noqa: S603
+    path = sock_dir / "o.sock"
+    proc = _start(path, owner=owner.pid)
+    try:
+        assert call_worker(path, _query("count"), _ctx()).content.config_records["info"]["n"] == 1
+        owner.kill()
+        owner.wait(10)
+        assert proc.wait(15) == 0  # checked every second
+        assert not path.exists()
+    finally:
+        owner.kill()
+        proc.kill()
+        proc.wait(10)
+
+
+def test_the_relay_module_does_not_import_torch() -> None:
+    code = "import sys, flwr_semcom.runtime.relay; print('torch' in sys.modules)"
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------- the bundled app
+OVERRIDES = (
+    "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
+    "strategy.batch_size=4"
+)
+TASK = "rgbd_supervised"
+
+
+def _step(
+    app: ClientApp, ctx: Context, j: int, plan: list[BatchPlan] | None, grads: ArrayRecord | None
+) -> Message:
+    content = RecordDict({"config": config_record(TASK, round=1, exchange=j)})
+    if grads is not None:
+        content["grads"] = grads
+    if plan is not None:
+        content["plan"] = encode_plan(plan)
+    return app(received(content, TRAIN_STEP, dst=ctx.node_id), ctx)
+
+
+def test_the_bundled_app_relayed_to_a_spawned_worker_equals_the_cold_app(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flwr_semcom.client_app import make_app
+    from flwr_semcom.split.protocol import pack_tensors, to_tensor, unpack_tensors
+    from flwr_semcom.split.schedule import client_plans, group, train_batches
+
+    monkeypatch.setenv("SEMCOM_WORKER_DIR", str(sock_dir / "w"))
+    batches = train_batches(torch.arange(16), 4, seed=0, round_=1)
+    groups = group(client_plans(batches, 0, seed=0, stage="finetune", round_=1), 2)
+    results = {}
+    for warm in (False, True):
+        monkeypatch.setenv(relay.ENV_KEY, "1" if warm else "0")  # or run config warm-clients
+        app = make_app({"experiment": "split_supervised", "overrides": OVERRIDES})
+        ctx = Context(11, 7, {"partition-id": 0, "num-partitions": 2}, RecordDict(), {})
+        ups, grads = [], None
+        for j in range(len(groups) + 1):
+            plan = groups[j] if j < len(groups) else None
+            reply = _step(app, ctx, j, plan, grads)
+            if plan is not None:
+                z = unpack_tensors(reply.content.array_records["uplink"], [4, 4])
+                ups.append(to_tensor(reply.content.array_records["uplink"]["z_hat"]))
+                grads = pack_tensors([{"z_hat": 0.05 * u["z_hat"] + 0.01} for u in z])
+            between = {k for k in ctx.state if k.startswith("split.")}
+            if warm and plan is not None:  # the worker keeps the state: only the meta here
+                assert between == {f"split.{TASK}.meta"}
+        model = ctx.state.array_records[f"split.{TASK}.model"]
+        results[warm] = (ups, {k: to_tensor(v) for k, v in model.items()})
+        if warm:
+            spawned = list(relay._spawned.values())
+            assert len(spawned) == 1
+            # the worker dies mid-pass: the next message fails with the lost-state line
+            r0 = _step(app, ctx, 0, groups[0], None)
+            spawned[0].kill()
+            spawned[0].wait(10)
+            z = unpack_tensors(r0.content.array_records["uplink"], [4, 4])
+            g = pack_tensors([{"z_hat": 0.05 * u["z_hat"]} for u in z])
+            with pytest.raises(RuntimeError, match="warm state for exchange 0 of round 1 was lost"):
+                _step(app, ctx, 1, groups[1], g)  # respawned: the cold path refuses
+            for proc in relay._spawned.values():
+                proc.kill()
+                proc.wait(10)
+    for a, b in zip(results[False][0], results[True][0], strict=True):
+        assert torch.equal(a, b)
+    assert all(torch.equal(results[False][1][k], results[True][1][k]) for k in results[False][1])
