@@ -1,27 +1,43 @@
 """Overhead of split learning on Flower's simulation engine vs the in-process reference.
 
-For S (``strategy.steps_per_message``) in {1, 4, 16}: one epoch of paper 1 Stage II (batch 64,
-32 px synthetic RGB-D, ResNet-18 encoders, two modality clients) through
+For S (``strategy.steps_per_message``) in ``--steps``: one epoch of paper 1 Stage II (batch
+64, 32 px synthetic RGB-D, ResNet-18 encoders, two modality clients), measured ``--repeats``
+times (default 3), the kinds of run interleaved within each repeat (the order reversed every
+other repeat, so that a drift of the machine's load hits every kind alike):
 
-- the in-process reference (:func:`flwr_semcom.split.reference.run_reference`, one process,
-  the clients one after the other, ``num_threads`` torch threads), and
-- ``flwr.simulation.run_simulation`` (two virtual SuperNodes, ``num_cpus=1`` each, so the
-  two clients run in parallel on two cores) with :class:`strategies.split_training.SplitTraining`,
+- ``reference``: the in-process reference (:func:`flwr_semcom.split.reference.run_reference`,
+  one process, the clients one after the other). ``critical_path_s`` is its own estimate of
+  a parallel run: Σ over groups of the slowest client's forward + server steps + the slowest
+  client's update, each client timed while it ran *alone* in the process (the other core
+  idle, or busy with other jobs);
+- ``parallel``: the same pass with the two clients really in parallel, each in its own
+  process on the machine's two cores, with the Flower client's compute functions, models
+  kept in the processes and tensors through pipes (``_split_probes.parallel_reference``):
+  what a Flower run with free messaging would take here;
+- ``sim`` (and one ``sim_<variant>`` per ``--variants`` entry): ``flwr.simulation.run_simulation``
+  with two SuperNodes (``client_resources num_cpus=1``: both clients in parallel) and
+  :class:`strategies.split_training.SplitTraining`.
 
-and reports the per-epoch wall time of each (training pass only; Ray start-up, client
-discovery and evaluation are reported separately), ``ratio_sim_s<S>`` = simulation / reference,
-the test accuracy after the epoch, and a profile of where the simulation's time goes
-(client load / compute / save, server steps, waiting for replies, per-exchange overhead).
-With ``--graph-reference`` it also times, for S = 1, the reference that keeps autograd graphs
-instead of replaying the forward (the cost of the recompute a client must do between messages).
+Reported per S: every time and ratio of each repeat, and their median / min / max
+(``spread``). The flat keys are medians: ``ratio`` = sim / reference epoch,
+``ratio_vs_critical_path`` = sim epoch / reference critical path, ``ratio_vs_parallel`` =
+sim epoch / parallel epoch (what Flower costs over the same work run in parallel on the
+same cores), ``compute_inflation`` = the parallel run's client compute / the critical path's
+client compute (what running two clients at once on two cores costs the compute), and the
+simulation's ``profile``: epoch, clients' load / compute / save (Σ over exchanges of the
+slowest client), server steps, ``messaging_overhead_s`` = epoch − those, and per exchange,
+plus a per-exchange profile from stamps (``exchange_profile``: dispatch = push → handler
+entered, return = handler left → reply pulled, server step; ``client_processes`` gives the
+torch / OpenMP threads of the actors). Each run records ``os.getloadavg()`` before and after.
 
 ``--accuracy`` runs the accuracy-cost study instead: the reference (equal to the Flower run,
 tests/test_split_equivalence.py) with the default small CNN for several rounds per S.
 
 Usage::
 
-    python benchmarks/split_overhead.py            # 640 training samples, S = 1 4 16
-    python benchmarks/split_overhead.py --quick    # a smoke run (256 training samples)
+    python benchmarks/split_overhead.py                 # 640 training samples, S = 1, 3 repeats
+    python benchmarks/split_overhead.py --quick         # a smoke run (256 training samples)
+    python benchmarks/split_overhead.py --steps 1 4 16 --repeats 5
     python benchmarks/split_overhead.py --accuracy --rounds 6 --steps 1 2 4 8 16
 """
 
@@ -37,8 +53,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 import torch  # noqa: E402
 
@@ -47,6 +64,14 @@ from flwr_semcom.config import compose_config  # noqa: E402
 from simulations.experiments.split_supervised import reference  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+
+#: Simulation variants (``--variants``): name → run-config entries given to the ClientApp
+#: (``warm``: models stay in a per-node worker process between messages, docs/split.md
+#: "Warm client state"; ``cold``: the state travels in ``context.state`` with every message).
+VARIANTS: dict[str, dict[str, bool | float | int | str]] = {
+    "warm": {"warm-clients": True},
+    "cold": {"warm-clients": False},
+}
 
 
 def overrides_for(args: argparse.Namespace, steps: int) -> str:
@@ -58,8 +83,15 @@ def overrides_for(args: argparse.Namespace, steps: int) -> str:
     )
 
 
-def simulate(overrides: str) -> dict[str, Any]:
-    """One simulation-engine run; returns the strategy's round row and start-up time."""
+def simulate(
+    overrides: str,
+    *,
+    run_config: dict[str, bool | float | int | str] | None = None,
+    probe: bool = True,
+) -> dict[str, Any]:
+    """One simulation-engine run; returns the strategy's round row, start-up time and (with
+    ``probe``) the per-exchange profile of :func:`_split_probes.exchange_profile`."""
+    from _split_probes import TimedApp, TimedGrid, exchange_profile
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
@@ -68,7 +100,11 @@ def simulate(overrides: str) -> dict[str, Any]:
     from flwr_semcom.client_app import make_app
     from simulations.experiments.split_supervised import build_strategy
 
-    client_app = make_app({"experiment": "split_supervised", "overrides": overrides})
+    client_app = make_app(
+        {"experiment": "split_supervised", "overrides": overrides, **(run_config or {})}
+    )
+    if probe:
+        client_app = TimedApp(client_app)
 
     out: dict[str, Any] = {}
     server_app = ServerApp()
@@ -78,13 +114,17 @@ def simulate(overrides: str) -> dict[str, Any]:
     def main(grid: Grid, context: Context) -> None:
         cfg = compose_config("split_supervised", overrides)
         strategy = build_strategy(cfg, CommLedger())
+        g: Any = TimedGrid(grid) if probe else grid
         t0 = time.perf_counter()
-        strategy.discover(grid)
+        strategy.discover(g)
         out["startup_s"] = t0 - t_launch
         out["discover_s"] = time.perf_counter() - t0
-        strategy.start(grid)
+        strategy.start(g)
         out["row"] = strategy.history[-1]
         out["ledger"] = strategy.ledger.summary()
+        out["server_torch_threads"] = torch.get_num_threads()
+        if probe:
+            out["exchange_profile"] = exchange_profile(g)
 
     run_simulation(
         server_app=server_app,
@@ -120,69 +160,262 @@ def profile_of(row: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def overhead(args: argparse.Namespace) -> dict[str, Any]:
-    report: dict[str, Any] = {
-        "benchmark": "split_overhead",
-        "setup": {
-            "encoder": "resnet18",
-            "image_size": 32,
-            "batch_size": 64,
-            "clients": 2,
-            "quick": bool(args.quick),
-            "torch_threads_per_process": args.threads,
-            "reference": "one process, clients sequential, forward replayed (recompute=True)",
-            "simulation": "run_simulation, 2 SuperNodes, client_resources num_cpus=1",
-            "cpu_count": os.cpu_count(),
-            "load_average_at_start": list(os.getloadavg()),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
-        "per_s": {},
-    }
-    for steps in args.steps:
-        ov = overrides_for(args, steps)
-        cfg = compose_config("split_supervised", ov)
-        ref = reference(cfg, rounds=1)
-        ref_row = ref.history[-1]
-        entry: dict[str, Any] = {
-            "reference_epoch_s": ref_row["train_time_s"],
-            "reference_critical_path_s": ref_row["critical_path_s"],
-            "reference_eval_s": ref_row["eval_time_s"],
-            "reference_test_accuracy": ref_row["test_accuracy"],
-        }
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_kind(kind: str, args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """One run of ``kind`` (``reference``, ``parallel``, ``sim`` or ``sim_<variant>``)."""
+    ov = overrides_for(args, steps)
+    rec: dict[str, Any] = {"kind": kind, "steps": steps, "load_before": _load()}
+    t0 = time.perf_counter()
+    if kind == "reference":
+        row = reference(compose_config("split_supervised", ov), rounds=1).history[-1]
+        rec.update(
+            epoch_s=row["train_time_s"],
+            critical_path_s=row["critical_path_s"],
+            eval_s=row["eval_time_s"],
+            test_accuracy=row["test_accuracy"],
+            loss=row["loss"],
+            torch_threads=torch.get_num_threads(),
+        )
         if args.graph_reference and steps == 1:
+            cfg = compose_config("split_supervised", ov)
             graph = reference(cfg, rounds=1, recompute=False, evaluate=False)
-            entry["reference_graph_epoch_s"] = graph.history[-1]["train_time_s"]
-        sim = simulate(ov)
+            rec["graph_epoch_s"] = graph.history[-1]["train_time_s"]
+    elif kind == "parallel":
+        from _split_probes import parallel_reference
+
+        rec.update(parallel_reference(ov))
+    else:
+        variant = kind.partition("_")[2]
+        sim = simulate(ov, run_config=VARIANTS[variant] if variant else None)
         row = sim["row"]
-        entry.update(
-            {
-                "sim_epoch_s": row["train_time_s"],
-                "sim_eval_s": row["eval_time_s"],
-                "sim_startup_s": sim["startup_s"],
-                "sim_discover_s": sim["discover_s"],
-                "sim_total_s": sim["total_s"],
-                "sim_test_accuracy": row["test_accuracy"],
-                "train_loss": row["loss"],
-                "ratio": row["train_time_s"] / ref_row["train_time_s"],
-                "ratio_vs_critical_path": row["train_time_s"] / ref_row["critical_path_s"],
-                "profile": profile_of(row),
-                "ledger": sim["ledger"],
-            }
+        rec.update(
+            epoch_s=row["train_time_s"],
+            eval_s=row["eval_time_s"],
+            startup_s=sim["startup_s"],
+            discover_s=sim["discover_s"],
+            total_s=sim["total_s"],
+            test_accuracy=row["test_accuracy"],
+            loss=row["loss"],
+            server_torch_threads=sim["server_torch_threads"],
+            profile=profile_of(row),
+            exchange_profile=sim.get("exchange_profile"),
+            ledger=sim["ledger"],
         )
-        entry["load_average_after"] = list(os.getloadavg())
+    rec["wall_s"] = time.perf_counter() - t0
+    rec["load_after"] = _load()
+    print(
+        f"[{kind} S={steps}] epoch {rec['epoch_s']:.1f} s "
+        f"load {rec['load_before'][0]:.2f} -> {rec['load_after'][0]:.2f}",
+        flush=True,
+    )
+    return rec
+
+
+def spread(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median / min / max / n of every numeric leaf present in all ``records`` (recursively
+    through dicts; lists and strings are left out)."""
+    from _split_probes import summarize
+
+    out: dict[str, Any] = {}
+    for key, first in records[0].items():
+        vals = [r.get(key) for r in records]
+        if isinstance(first, bool):
+            continue
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            out[key] = summarize([float(v) for v in vals])  # type: ignore[arg-type]
+        elif all(isinstance(v, dict) for v in vals):
+            sub = spread(vals)  # type: ignore[arg-type]
+            if sub:
+                out[key] = sub
+    return out
+
+
+def medians(tree: dict[str, Any]) -> dict[str, Any]:
+    """The medians of a :func:`spread` tree, in the same shape (other leaves left out)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and "median" in v:
+            out[k] = v["median"]
+        elif isinstance(v, dict):
+            sub = medians(v)
+            if sub:
+                out[k] = sub
+    return out
+
+
+def _sim_view(
+    sim: dict[str, Any], ref: dict[str, Any] | None, par: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The numbers of one simulation run that are summarized across repeats."""
+    view: dict[str, Any] = {
+        k: sim[k] for k in ("epoch_s", "eval_s", "startup_s", "discover_s", "total_s", "wall_s")
+    }
+    view["test_accuracy"] = sim["test_accuracy"]
+    view["loss"] = sim["loss"]
+    view["profile"] = sim["profile"]
+    ep = sim.get("exchange_profile") or {}
+    if ep:
+        view["exchange_profile"] = {"sum": ep["sum"], "median": ep["median"]}
+        view["server_pulls"] = ep["server_pulls"]
+        view["server_pull_cpu_s"] = ep["server_pull_cpu_s"]
+    if ref is not None:
+        view["ratio"] = sim["epoch_s"] / ref["epoch_s"]
+        view["ratio_vs_critical_path"] = sim["epoch_s"] / ref["critical_path_s"]
+    if par is not None:
+        view["ratio_vs_parallel"] = sim["epoch_s"] / par["epoch_s"]
+    return view
+
+
+def summarize_s(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-S entry: spread of every kind across repeats, ratios paired within a repeat,
+    and the flat median keys that README/docs quote."""
+    by = {(r["repeat"], r["kind"]): r for r in runs}
+    repeats = sorted({r["repeat"] for r in runs})
+    kinds = sorted({r["kind"] for r in runs if r["kind"].startswith("sim")})
+    entry: dict[str, Any] = {"repeats": len(repeats)}
+    refs = [by[i, "reference"] for i in repeats if (i, "reference") in by]
+    pars = [by[i, "parallel"] for i in repeats if (i, "parallel") in by]
+    keep: tuple[str, ...]
+    if refs:
+        keep = ("epoch_s", "critical_path_s", "eval_s", "test_accuracy", "loss", "graph_epoch_s")
+        entry["reference"] = spread([{k: r[k] for k in keep if k in r} for r in refs])
+    if pars:
+        keep = ("epoch_s", "client_compute_s", "server_s", "transport_s", "loss")
+        entry["parallel"] = spread([{k: p[k] for k in keep} for p in pars])
+    pairs = [
+        {"ratio_parallel_vs_critical_path": by[i, "parallel"]["epoch_s"]
+         / by[i, "reference"]["critical_path_s"]}
+        for i in repeats if (i, "parallel") in by and (i, "reference") in by
+    ]  # fmt: skip
+    if pairs:
+        entry.update(spread(pairs))
+    for kind in kinds:
+        views = [
+            _sim_view(by[i, kind], by.get((i, "reference")), by.get((i, "parallel")))
+            for i in repeats
+            if (i, kind) in by
+        ]
+        entry[kind] = spread(views)
+        first = next(by[i, kind] for i in repeats if (i, kind) in by)
+        entry[kind]["client_processes"] = (first.get("exchange_profile") or {}).get(
+            "client_processes"
+        )
+        entry[kind]["ledger"] = first["ledger"]
+    # flat median keys (the names README / docs quote)
+    m = medians({k: v for k, v in entry.items() if isinstance(v, dict)})
+    flat: dict[str, Any] = {}
+    if "reference" in m:
+        r = m["reference"]
+        flat.update(
+            reference_epoch_s=r["epoch_s"],
+            reference_critical_path_s=r["critical_path_s"],
+            reference_eval_s=r["eval_s"],
+            reference_test_accuracy=r["test_accuracy"],
+        )
+        if "graph_epoch_s" in r:
+            flat["reference_graph_epoch_s"] = r["graph_epoch_s"]
+    if "parallel" in m:
+        flat["parallel_epoch_s"] = m["parallel"]["epoch_s"]
+    if "sim" in m:
+        s = m["sim"]
+        flat.update(
+            sim_epoch_s=s["epoch_s"],
+            sim_eval_s=s["eval_s"],
+            sim_startup_s=s["startup_s"],
+            sim_discover_s=s["discover_s"],
+            sim_total_s=s["total_s"],
+            sim_test_accuracy=s["test_accuracy"],
+            train_loss=s["loss"],
+            profile=s["profile"],
+        )
+        for k in ("ratio", "ratio_vs_critical_path", "ratio_vs_parallel"):
+            if k in s:
+                flat[k] = s[k]
+    return {**flat, **entry}
+
+
+def _order(kinds: list[str], repeat: int) -> list[str]:
+    return kinds if repeat % 2 == 0 else kinds[::-1]
+
+
+def overhead(args: argparse.Namespace) -> dict[str, Any]:
+    sims = ["sim"] + [f"sim_{v}" for v in args.variants]
+    kinds = ["reference", *sims[:1], "parallel", *sims[1:]]
+    setup = {
+        "encoder": "resnet18",
+        "image_size": 32,
+        "batch_size": 64,
+        "clients": 2,
+        "quick": bool(args.quick),
+        "samples": 320 if args.quick else args.samples,
+        "torch_threads_per_process": args.threads,
+        "reference": "one process, clients sequential, forward replayed (recompute=True)",
+        "parallel": "one process per client + the server's, pipes, models kept in the processes",
+        "simulation": "run_simulation, 2 SuperNodes, client_resources num_cpus=1",
+        "variants": {v: VARIANTS[v] for v in args.variants},
+        "kinds_per_repeat": kinds,
+        "order": "kinds_per_repeat in even repeats, reversed in odd repeats",
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    out = args.out or RESULTS / (
+        "split_overhead_quick.json" if args.quick else "split_overhead.json"
+    )
+    runs: list[dict[str, Any]] = []
+    first = 0
+    if args.append and out.exists():
+        old = json.loads(out.read_text())
+        if old.get("setup", {}).get("samples") != setup["samples"]:
+            raise SystemExit(f"--append: {out} was measured with other settings")
+        runs = old.get("runs", [])
+        first = 1 + max((r["repeat"] for r in runs), default=-1)
+    report: dict[str, Any] = {"benchmark": "split_overhead", "setup": setup}
+    report["setup"]["load_average_at_start"] = _load()
+    for i in range(first, first + args.repeats):
+        for steps in args.steps:
+            for kind in _order(kinds, i):
+                rec = run_kind(kind, args, steps)
+                rec["repeat"] = i
+                runs.append(rec)
+                with atomic_write(out.with_suffix(".partial.json")) as fh:
+                    json.dump({"setup": setup, "runs": runs}, fh, indent=1)
+    report["per_s"] = {}
+    for steps in sorted({int(r["steps"]) for r in runs}):
+        entry = summarize_s([r for r in runs if r["steps"] == steps])
         report["per_s"][str(steps)] = entry
-        report[f"ratio_sim_s{steps}"] = entry["ratio"]
-        report[f"ratio_sim_s{steps}_vs_critical_path"] = entry["ratio_vs_critical_path"]
-        report[f"accuracy_s{steps}"] = entry["sim_test_accuracy"]
-        print(
-            f"S={steps:3d}: reference {entry['reference_epoch_s']:7.1f} s/epoch  "
-            f"simulation {entry['sim_epoch_s']:7.1f} s/epoch  ratio {entry['ratio']:.3f}  "
-            f"test acc {entry['sim_test_accuracy']:.3f} "
-            f"(reference {entry['reference_test_accuracy']:.3f})",
-            flush=True,
-        )
-    report["goals"] = {"ratio_sim_s1": 1.5, "ratio_sim_s16": 1.1}
+        for key, src in (("ratio_sim_s{}", "ratio"), ("ratio_sim_s{}_vs_critical_path",
+                         "ratio_vs_critical_path"), ("ratio_sim_s{}_vs_parallel",
+                         "ratio_vs_parallel")):  # fmt: skip
+            for kind in sims:
+                tree = entry.get(kind, {}).get(src)
+                if tree:
+                    name = key.format(steps if kind == "sim" else f"{steps}_{kind[4:]}")
+                    report[name] = tree["median"]
+                    report[f"{name}_spread"] = [tree["min"], tree["max"]]
+        for kind in sims:
+            prof = entry.get(kind, {}).get("profile", {}).get("overhead_per_exchange_s")
+            if prof:
+                sfx = steps if kind == "sim" else f"{steps}_{kind[4:]}"
+                report[f"overhead_per_exchange_s{sfx}"] = prof["median"]
+                report[f"overhead_per_exchange_s{sfx}_spread"] = [prof["min"], prof["max"]]
+        if "sim_test_accuracy" in entry:
+            report[f"accuracy_s{steps}"] = entry["sim_test_accuracy"]
+        if "ratio_parallel_vs_critical_path" in entry:
+            tree = entry["ratio_parallel_vs_critical_path"]
+            report[f"ratio_parallel_s{steps}_vs_critical_path"] = tree["median"]
+    report["load_average_at_end"] = _load()
+    report["runs"] = runs
+    report["goals"] = {
+        "ratio_sim_s1": 1.5,
+        "ratio_sim_s16": 1.1,
+        "ratio_sim_s1_vs_critical_path": 1.3,
+        "overhead_per_exchange_s1": 0.15,
+    }
+    args.out = out
     return report
 
 
@@ -236,10 +469,17 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run on 256 training samples")
     parser.add_argument("--samples", type=int, default=800, help="scenes (80%% train), default 800")
-    parser.add_argument("--steps", type=int, nargs="+", default=[1, 4, 16], help="S values")
+    parser.add_argument("--steps", type=int, nargs="+", default=None, help="S values")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats, default 3")
+    parser.add_argument(
+        "--variants", nargs="*", default=[], choices=sorted(VARIANTS), help="simulation variants"
+    )
+    parser.add_argument(
+        "--append", action="store_true", help="add repeats to the runs already in --out"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument(
         "--graph-reference", action="store_true", help="also time graph-keeping reference"
@@ -250,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", default="", help="more hydra overrides for --accuracy")
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = [1, 2, 4, 8, 16] if args.accuracy else [1]
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     os.environ.setdefault("RAY_TMPDIR", "/tmp/ray")
     t0 = time.perf_counter()
     if args.accuracy:
@@ -257,13 +501,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.latency:
         report, default = latency(args), "split_latency.json"
     else:
-        report = overhead(args)
-        default = "split_overhead_quick.json" if args.quick else "split_overhead.json"
+        report, default = overhead(args), ""
     report["benchmark_wall_s"] = time.perf_counter() - t0
     out = args.out or RESULTS / default
     with atomic_write(out) as fh:
         json.dump(report, fh, indent=1)
-    print(json.dumps({k: v for k, v in report.items() if k.startswith(("ratio", "accuracy_s"))}))
+    out.with_suffix(".partial.json").unlink(missing_ok=True)
+    keys = ("ratio", "accuracy_s", "overhead_per")
+    print(json.dumps({k: v for k, v in report.items() if k.startswith(keys)}))
     print(f"wrote {out}")
     return 0
 
