@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -218,3 +219,81 @@ def test_the_bundled_app_relayed_to_a_spawned_worker_equals_the_cold_app(
     for a, b in zip(results[False][0], results[True][0], strict=True):
         assert torch.equal(a, b)
     assert all(torch.equal(results[False][1][k], results[True][1][k]) for k in results[False][1])
+
+
+# ---------------------------------------------------------------------- simulation engine
+def _simulate_split(overrides: str) -> dict[str, Any]:
+    from _sim import bundled_client_app  # tests/ is on sys.path
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    from flwr_semcom.config import compose_config
+    from flwr_semcom.paper1.stage2 import SUPERVISED_CLIENT_TASK, supervised_server
+    from flwr_semcom.split import split_kwargs
+    from strategies.split_training import SplitTraining, server_state
+
+    out: dict[str, Any] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = compose_config("split_supervised", overrides)
+        torch.set_num_threads(int(cfg.num_threads))
+        strategy = SplitTraining(
+            supervised_server(cfg), client_task=SUPERVISED_CLIENT_TASK, **split_kwargs(cfg)
+        )
+        strategy.start(grid)
+        out["rows"] = [
+            {k: v for k, v in row.items() if not k.endswith("_s")} for row in strategy.history
+        ]
+        out["ledger"] = strategy.ledger.summary()
+        out["clients"] = strategy.fetch_client_states(grid)
+        out["server"] = server_state(strategy)
+
+    run_simulation(
+        server_app=server_app,
+        client_app=bundled_client_app({"experiment": "split_supervised", "overrides": overrides}),
+        num_supernodes=2,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+    )
+    assert "clients" in out, "the simulation did not finish (see the log above)"
+    return out
+
+
+def _workers_under(directory: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "flwr_semcom.runtime.worker" in cmdline and str(directory) in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_simulation_with_warm_clients_equals_cold_and_leaves_no_process(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides = (
+        "data.num_samples=48 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
+        "strategy.batch_size=6 strategy.rounds=2 strategy.eval_batch_size=16 "
+        "strategy.steps_per_message=2"
+    )
+    monkeypatch.setenv("SEMCOM_WORKER_DIR", str(sock_dir / "w"))
+    runs = {}
+    for warm in (False, True):
+        monkeypatch.setenv(relay.ENV_KEY, "1" if warm else "0")
+        runs[warm] = _simulate_split(overrides)
+    cold, warm_run = runs[False], runs[True]
+    assert cold["rows"] == warm_run["rows"] and cold["ledger"] == warm_run["ledger"]
+    for p in (0, 1):
+        a, b = cold["clients"][p], warm_run["clients"][p]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(cold["server"][k], warm_run["server"][k]) for k in cold["server"])
+    assert len(list((sock_dir / "w").glob("*.log"))) == 2  # one worker per node was started
+    deadline = time.monotonic() + 20
+    while _workers_under(sock_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _workers_under(sock_dir) == []
