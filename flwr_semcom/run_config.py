@@ -100,8 +100,13 @@ RUN_KEYS: dict[str, RunKey] = {
     )
 }
 
+#: Runtime keys: they change how the run executes, never what it computes (no ``conf/`` key).
+#: ``warm-clients``: split clients keep their state in a per-node worker process
+#: (:mod:`flwr_semcom.runtime.relay`; ``true`` / ``false``; unset: the relay's default).
+RUNTIME_KEYS: tuple[str, ...] = ("warm-clients",)
+
 #: Every key of ``[tool.flwr.app.config]``.
-RUN_CONFIG_KEYS: tuple[str, ...] = ("experiment", "overrides", *RUN_KEYS)
+RUN_CONFIG_KEYS: tuple[str, ...] = ("experiment", "overrides", *RUN_KEYS, *RUNTIME_KEYS)
 
 
 def _valid(target: str) -> str:
@@ -198,6 +203,11 @@ def compose_run_config(run_config: Mapping[str, Any]) -> DictConfig:
     overrides = run_config.get("overrides", "")
     if not isinstance(experiment, str) or not isinstance(overrides, str):
         raise ConfigError("run config: experiment and overrides must be strings")
+    for key in RUNTIME_KEYS:
+        if run_config.get(key, UNSET) not in (UNSET, True, False):
+            raise ConfigError(
+                f'{key}: invalid value {run_config[key]!r}; expected true or false (unset: "")'
+            )
     base = split_overrides(overrides)
     extra, names = shortcut_overrides(run_config, experiment, base)
     try:

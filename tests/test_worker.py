@@ -297,3 +297,19 @@ def test_simulation_with_warm_clients_equals_cold_and_leaves_no_process(
     while _workers_under(sock_dir) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _workers_under(sock_dir) == []
+
+
+def test_the_run_config_key_takes_true_false_or_unset() -> None:
+    from flwr_semcom.config import ConfigError, compose_config
+    from flwr_semcom.run_config import compose_run_config
+
+    base = {"experiment": "split_supervised", "overrides": ""}
+    for value in ("", True, False):  # a runtime key: the composed config is the same
+        assert compose_run_config({**base, "warm-clients": value}) == compose_config(
+            "split_supervised"
+        )
+    with pytest.raises(ConfigError) as err:
+        compose_run_config({**base, "warm-clients": "yes"})
+    assert (
+        str(err.value) == "warm-clients: invalid value 'yes'; expected true or false (unset: \"\")"
+    )
