@@ -17,6 +17,12 @@ forward on a frozen copy of the client model taken before step 1 (``copy.deepcop
 messages; ``recompute=False`` keeps the autograd graphs of step 1 and back-propagates them
 (all S parameter gradients are taken before the first step). Neither shares code with the
 Flower client (:mod:`flwr_semcom.split.client`, which uses ``torch.func.functional_call``).
+
+``schedule="replay"`` (docs/schedules.md) changes step 3 only: the client's batch-norm
+buffers go back to their values before step 1, and batch ``t``'s gradient
+``g_t + compensation / B_t · (ẑ_t(θ_{t-1}) - ẑ_t(θ_start))`` is back-propagated through a
+forward at the live weights θ_{t-1} (which updates the statistics); ``ẑ_t(θ_start)`` is
+recomputed on the frozen copy.
 """
 
 from __future__ import annotations
@@ -66,6 +72,40 @@ def _forward(
     return out
 
 
+def _replay_steps(
+    client: ClientTask,
+    model: torch.nn.Module,
+    shadow: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: Sequence[Any],
+    grads: Sequence[dict[str, torch.Tensor]],
+    compensation: float,
+    device: torch.device,
+) -> None:
+    """Step 3 of the ``replay`` schedule (the shadow holds θ_start and the buffers before step
+    1; the live model's buffers are reset to them and updated by the live forwards)."""
+    with torch.no_grad():
+        for (_, buf), (_, kept) in zip(model.named_buffers(), shadow.named_buffers()):
+            buf.copy_(kept)
+    model.train()
+    shadow.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    for t, b in enumerate(batches):
+        out = _forward(client, model, b, True, device)
+        names = sorted(grads[t])
+        g = [grads[t][k] for k in names]
+        if compensation and t > 0:
+            with torch.no_grad():
+                sent = _forward(client, shadow, b, True, device)
+            lam = float(compensation) / b.size
+            g = [gk + lam * (out[k].detach() - sent[k]) for gk, k in zip(g, names)]
+        pg = torch.autograd.grad([out[k] for k in names], params, g, allow_unused=True)
+        for p, gp in zip(params, pg):
+            p.grad = gp
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
 def run_reference(
     server: ServerTask,
     clients: Sequence[ClientTask],
@@ -78,6 +118,8 @@ def run_reference(
     stage: str = "finetune",
     drop_last: bool = False,
     recompute: bool = True,
+    schedule: str = "exact",
+    compensation: float = 0.0,
     evaluate: bool = True,
     device: str | torch.device = "cpu",
     on_round: Callable[[dict[str, Any]], None] | None = None,
@@ -93,7 +135,11 @@ def run_reference(
     rounds, batch_size, steps_per_message, eval_batch_size, seed, stage, drop_last
         As the strategy's arguments of the same names (``stage`` names the seed streams).
     recompute
-        Replay the forward on a frozen copy (True) or keep the autograd graphs (False).
+        Replay the forward on a frozen copy (True) or keep the autograd graphs (False);
+        ``exact`` only (``replay`` always recomputes).
+    schedule, compensation
+        The client-step schedule (``exact``, ``replay``) and ``replay``'s feature-space
+        delay compensation λ (``strategy.schedule`` / ``strategy.schedule_compensation``).
     evaluate
         Evaluate on the test IDs after every pass.
     device
@@ -103,6 +149,10 @@ def run_reference(
     """
     device = torch.device(device)
     seed, S = int(seed), int(steps_per_message)
+    if schedule not in ("exact", "replay"):
+        raise ValueError(f"schedule must be exact or replay, got {schedule!r}")
+    replay = schedule == "replay"
+    recompute = recompute or replay
     server.model.to(device)
     n = server.num_clients
     if len(clients) != n:
@@ -160,7 +210,20 @@ def run_reference(
             for c, model in enumerate(models):
                 tc = time.perf_counter()
                 params = [p for p in model.parameters() if p.requires_grad]
-                if recompute:
+                if replay:
+                    shadow = shadows[c]
+                    assert shadow is not None
+                    _replay_steps(
+                        clients[c],
+                        model,
+                        shadow,
+                        opts[c],
+                        plans[c][lo : lo + S],
+                        grads[c],
+                        compensation,
+                        device,
+                    )
+                elif recompute:
                     shadow = shadows[c]
                     assert shadow is not None
                     shadow.train()

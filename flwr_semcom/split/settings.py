@@ -15,7 +15,7 @@ from typing import Any
 from flwr_semcom.reliability import FailurePolicy
 from flwr_semcom.rules import ConfigError, Rule, add_check, float_range, int_range, resolve_device
 
-__all__ = ["SPLIT_RULES", "check_lr_min", "check_split_config", "split_kwargs"]
+__all__ = ["SPLIT_RULES", "check_lr_min", "check_split_config", "schedule_kwargs", "split_kwargs"]
 
 
 def _optional(rule: Rule) -> Rule:
@@ -50,6 +50,10 @@ SPLIT_RULES: dict[str, Rule] = {
     "strategy.profile": Rule(lambda v: isinstance(v, bool), "true or false", required=False),
     "strategy.server_task": _name_rule(),
     "strategy.node_wait": _optional(float_range(0.0, None, lo_open=True)),
+    "strategy.schedule": Rule(
+        lambda v: v in ("exact", "replay"), "one of exact, replay", required=False
+    ),
+    "strategy.schedule_compensation": _optional(float_range(0.0, 1000.0)),
 }
 
 REQUIRED = (
@@ -129,4 +133,18 @@ def split_kwargs(cfg: Any) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "device": resolve_device(str(cfg.get("device", "cpu"))),
         "failure_policy": FailurePolicy.from_config(cfg),
+    }
+
+
+def schedule_kwargs(cfg: Any) -> dict[str, Any]:
+    """The client-step schedule of S > 1 (docs/schedules.md) from a composed config:
+    ``schedule`` (``strategy.schedule``, default ``exact``) and ``compensation``
+    (``strategy.schedule_compensation``, default 0), as keyword arguments of
+    :func:`~flwr_semcom.split.reference.run_reference` and
+    :func:`~flwr_semcom.split.compute.apply_gradients` (checked first)."""
+    check_split_config(cfg)
+    s: Any = cfg.strategy
+    return {
+        "schedule": str(s.get("schedule", "exact")),
+        "compensation": float(s.get("schedule_compensation", 0.0)),
     }

@@ -1,0 +1,239 @@
+"""Client-step schedules of S > 1 (docs/schedules.md): ``exact`` and ``replay``.
+
+- The client's computation (:func:`flwr_semcom.split.compute.apply_gradients`, what the Flower
+  client runs between messages) driven by a plain loop equals the in-process reference
+  (:func:`flwr_semcom.split.reference.run_reference`, an independent implementation) bit for
+  bit, for both schedules.
+- ``replay`` at S = 1 is exact S = 1; for S > 1 it differs from ``exact``.
+- Hand-computed: on a linear device with plain SGD, one group of two batches gives
+  W₂ = W₁ - η (g₂ + λ/B (W₁ - W₀) x₂) x₂ᵀ; the batch-norm statistics after a group are those
+  of S = 1 (one update per batch, at the weights of that step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from flwr_semcom.config import ConfigError, compose_config
+from flwr_semcom.paper1.stage2 import supervised_device, supervised_server
+from flwr_semcom.split import BatchPlan, ClientTask
+from flwr_semcom.split.compute import apply_gradients, forward_batches
+from flwr_semcom.split.reference import ReferenceResult, run_reference
+from flwr_semcom.split.schedule import client_plans, derive_seed, group, train_batches
+from flwr_semcom.split.settings import check_split_config, schedule_kwargs
+
+TINY = (
+    "data.num_samples=48 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
+    "strategy.batch_size=6 strategy.rounds=2 strategy.eval_batch_size=16"
+)
+CPU = torch.device("cpu")
+
+
+def _diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def _reference(cfg: DictConfig, **kwargs: object) -> ReferenceResult:
+    torch.set_num_threads(1)
+    server = supervised_server(cfg)
+    clients = [supervised_device(cfg, p) for p in range(server.num_clients)]
+    args: dict[str, object] = dict(
+        rounds=int(cfg.strategy.rounds),
+        batch_size=int(cfg.strategy.batch_size),
+        steps_per_message=int(cfg.strategy.steps_per_message),
+        seed=int(cfg.seed),
+        evaluate=False,
+    )
+    args.update(schedule_kwargs(cfg))
+    args.update(kwargs)
+    return run_reference(server, clients, **args)  # type: ignore[arg-type]
+
+
+def _client_compute_loop(
+    cfg: DictConfig,
+) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """The pass as the Flower client computes it: forward_batches at the group's start, the
+    server's steps, then apply_gradients with the group's buffers (what client.split_step
+    keeps between messages)."""
+    torch.set_num_threads(1)
+    server = supervised_server(cfg)
+    n, seed = server.num_clients, int(cfg.seed)
+    S, bs = int(cfg.strategy.steps_per_message), int(cfg.strategy.batch_size)
+    sched = schedule_kwargs(cfg)
+    clients = [supervised_device(cfg, p) for p in range(n)]
+    opts = [c.make_optimizer(c.model.parameters()) for c in clients]
+    for r in range(1, int(cfg.strategy.rounds) + 1):
+        batches = train_batches(server.train_ids, bs, seed=seed, round_=r, stage="finetune")
+        server.start_round(r)
+        for dev, opt in zip(clients, opts):
+            lr = dev.round_lr(r)
+            assert lr is not None
+            for pg in opt.param_groups:
+                pg["lr"] = lr
+        plans = [
+            group(client_plans(batches, c, seed=seed, stage="finetune", round_=r), S)
+            for c in range(n)
+        ]
+        for j, grp in enumerate(group(batches, S)):
+            before = [{k: v.clone() for k, v in d.model.named_buffers()} for d in clients]
+            ups = [forward_batches(d, plans[i][j], True, CPU) for i, d in enumerate(clients)]
+            grads: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(n)]
+            for t, b in enumerate(grp):
+                torch.manual_seed(derive_seed(seed, "server", "finetune", r, b.index))
+                step = server.train_step([ups[c][t] for c in range(n)], b)
+                for c in range(n):
+                    grads[c].append(step.grads[c])
+            for c in range(n):
+                apply_gradients(clients[c], opts[c], plans[c][j], grads[c], before[c], CPU, **sched)
+    states = [{k: v.detach().clone() for k, v in d.model.state_dict().items()} for d in clients]
+    return states, {k: v.detach().clone() for k, v in server.model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "strategy.schedule=exact",
+        "strategy.schedule=replay strategy.schedule_compensation=0.0",
+        "strategy.schedule=replay strategy.schedule_compensation=0.7",
+        "strategy.schedule=replay strategy.schedule_compensation=0.7 strategy.lr_schedule=cosine",
+    ],
+)
+def test_client_compute_equals_reference_bit_for_bit(extra: str) -> None:
+    cfg = compose_config("split_supervised", f"{TINY} strategy.steps_per_message=3 {extra}")
+    clients, server = _client_compute_loop(cfg)
+    ref = _reference(cfg)
+    for p in (0, 1):
+        assert _diff(clients[p], ref.client_states[p]) == 0.0
+    assert _diff(server, ref.server_state) == 0.0
+
+
+def test_replay_at_one_step_per_message_is_exact_and_differs_for_s_above_one() -> None:
+    s1 = "strategy.steps_per_message=1"
+    exact = _reference(compose_config("split_supervised", f"{TINY} {s1}"))
+    replay = _reference(
+        compose_config(
+            "split_supervised",
+            f"{TINY} {s1} strategy.schedule=replay strategy.schedule_compensation=0.7",
+        )
+    )
+    for p in (0, 1):
+        assert _diff(exact.client_states[p], replay.client_states[p]) == 0.0
+    s3 = "strategy.steps_per_message=3"
+    exact3 = _reference(compose_config("split_supervised", f"{TINY} {s3}"))
+    replay3 = _reference(
+        compose_config("split_supervised", f"{TINY} {s3} strategy.schedule=replay")
+    )
+    comp3 = _reference(
+        compose_config(
+            "split_supervised",
+            f"{TINY} {s3} strategy.schedule=replay strategy.schedule_compensation=0.7",
+        )
+    )
+    assert _diff(exact3.client_states[0], replay3.client_states[0]) > 1e-5
+    assert _diff(replay3.client_states[0], comp3.client_states[0]) > 1e-5
+
+
+class _Linear(nn.Module):
+    def __init__(self, w: torch.Tensor, bn: bool = False) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+        self.bn = nn.BatchNorm1d(w.shape[0], affine=False) if bn else None
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        z = x @ self.w.T
+        return {"z_hat": z if self.bn is None else self.bn(z)}
+
+
+class _Task(ClientTask):
+    role = "lin"
+
+    def __init__(self, model: nn.Module, data: torch.Tensor) -> None:
+        self.model = model
+        self.data = data
+
+    def inputs(self, batch: BatchPlan, train: bool) -> tuple[torch.Tensor, ...]:
+        return (self.data[batch.ids],)
+
+    def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=0.1)
+
+
+def _plans() -> list[BatchPlan]:
+    return [BatchPlan(0, torch.tensor([0, 1]), 0, 1), BatchPlan(1, torch.tensor([2, 3]), 0, 2)]
+
+
+def test_replay_hand_values_on_a_linear_device() -> None:
+    """z = W x, loss gradients g₁, g₂ given, SGD lr η = 0.1, B = 2, λ = 0.5:
+    W₁ = W₀ - η g₁ᵀ X₁ and W₂ = W₁ - η (g₂ + λ/B (X₂ W₁ᵀ - X₂ W₀ᵀ))ᵀ X₂; exact takes
+    W₂ = W₁ - η g₂ᵀ X₂ (for a linear map the Jacobian does not depend on W)."""
+    torch.manual_seed(0)
+    w0, data = torch.randn(3, 4, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    g = [{"z_hat": torch.randn(2, 3, dtype=torch.float64)} for _ in range(2)]
+    x1, x2 = data[:2], data[2:]
+    eta, lam = 0.1, 0.5
+    w1 = w0 - eta * g[0]["z_hat"].T @ x1
+    expected = {
+        "exact": w1 - eta * g[1]["z_hat"].T @ x2,
+        "replay": w1 - eta * (g[1]["z_hat"] + lam / 2 * (x2 @ w1.T - x2 @ w0.T)).T @ x2,
+    }
+    for schedule, want in expected.items():
+        task = _Task(_Linear(w0), data)
+        opt = task.make_optimizer(task.model.parameters())
+        apply_gradients(task, opt, _plans(), g, {}, CPU, schedule=schedule, compensation=lam)
+        got = task.model.state_dict()["w"]
+        assert torch.allclose(got, want, atol=1e-12), schedule
+    assert not torch.allclose(expected["exact"], expected["replay"])
+
+
+def test_replay_counts_batch_norm_once_per_batch_at_the_weights_of_its_step() -> None:
+    """After a group of two, the running statistics are those of S = 1: batch 1 forwarded at
+    W₀, batch 2 at W₁ (exact keeps batch 2's statistics at W₀, from the uplink forward)."""
+    torch.manual_seed(1)
+    w0, data = torch.randn(3, 4), torch.randn(4, 4)
+    g = [{"z_hat": 10.0 * torch.randn(2, 3)} for _ in range(2)]
+    plans = _plans()
+    results = {}
+    for schedule in ("exact", "replay"):
+        task = _Task(_Linear(w0, bn=True), data)
+        opt = task.make_optimizer(task.model.parameters())
+        before = {k: v.clone() for k, v in task.model.named_buffers()}
+        forward_batches(task, plans, True, CPU)  # the uplink forward of the group
+        apply_gradients(task, opt, plans, g, before, CPU, schedule=schedule)
+        results[schedule] = {k: v.clone() for k, v in task.model.named_buffers()}
+    # S = 1 by hand: forward 1 at W₀, step, forward 2 at W₁
+    task = _Task(_Linear(w0, bn=True), data)
+    opt = task.make_optimizer(task.model.parameters())
+    before = {k: v.clone() for k, v in task.model.named_buffers()}
+    forward_batches(task, plans[:1], True, CPU)
+    apply_gradients(task, opt, plans[:1], g[:1], before, CPU)
+    forward_batches(task, plans[1:], True, CPU)
+    s1 = {k: v.clone() for k, v in task.model.named_buffers()}
+    assert _diff(results["replay"], s1) == 0.0
+    assert _diff(results["exact"], s1) > 1e-6  # batch 2 seen at W₀
+    assert int(results["replay"]["bn.num_batches_tracked"]) == 2
+
+
+def test_schedule_keys_are_checked() -> None:
+    assert schedule_kwargs(compose_config("split_supervised", TINY)) == {
+        "schedule": "exact",
+        "compensation": 0.0,
+    }
+    for bad, msg in (
+        ("strategy.schedule=stale", "strategy.schedule: invalid value 'stale'"),
+        ("strategy.schedule_compensation=-1.0", "strategy.schedule_compensation: invalid value"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            check_split_config(compose_config("split_supervised", f"{TINY} {bad}"))
+    with pytest.raises(ValueError, match="schedule must be one of exact, replay"):
+        task = _Task(_Linear(torch.zeros(3, 4)), torch.zeros(4, 4))
+        apply_gradients(
+            task, task.make_optimizer(task.model.parameters()), [], [], {}, CPU, schedule="x"
+        )
