@@ -344,6 +344,8 @@ def _order(kinds: list[str], repeat: int) -> list[str]:
 def overhead(args: argparse.Namespace) -> dict[str, Any]:
     sims = ["sim"] + [f"sim_{v}" for v in args.variants]
     kinds = ["reference", *sims[:1], "parallel", *sims[1:]]
+    if args.kinds:
+        kinds = [k for k in kinds if k in args.kinds]
     setup = {
         "encoder": "resnet18",
         "image_size": 32,
@@ -476,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats, default 3")
     parser.add_argument(
         "--variants", nargs="*", default=[], choices=sorted(VARIANTS), help="simulation variants"
+    )
+    parser.add_argument(
+        "--kinds", nargs="*", default=None, help="run only these kinds (e.g. sim_warm)"
     )
     parser.add_argument(
         "--append", action="store_true", help="add repeats to the runs already in --out"

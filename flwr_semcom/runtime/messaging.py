@@ -3,8 +3,8 @@ and record every transfer in the ledger.
 
 ``Grid.send_and_receive`` sleeps ``pull_interval`` (0.1 s in simulation, 3 s in deployment)
 between pulls (../shared/FLOWER_NOTES.md §4). :func:`collect` pushes all messages of one
-exchange (every client works in parallel where the engine allows), then pulls every
-``poll_interval`` seconds until each client has answered or ``timeout`` seconds passed.
+exchange (every client works in parallel where the engine allows), then pulls until each
+client has answered or ``timeout`` s passed, pausing :func:`_pull_pause` (docs/performance.md).
 :func:`send` raises on the first failure; :class:`Messenger` applies a
 :class:`~flwr_semcom.reliability.FailurePolicy` (``abort`` / ``skip`` / ``wait`` with
 re-sends). Both record what crossed the link in a :class:`~flwr_semcom.accounting.CommLedger`:
@@ -46,6 +46,12 @@ __all__ = [
 
 #: Channel uses of a reply per record name, given the client index and the reply.
 UsesFn = Callable[[int, Message], Mapping[str, int]]
+
+
+def _pull_pause(poll_interval: float, waited: float) -> float:
+    """Seconds before the next pull, ``waited`` s after the push: ``poll_interval``, growing to
+    1 % of ``waited`` (a reply is seen ≤ 1 % late), at most max(poll_interval, 50 ms)."""
+    return min(max(poll_interval, 0.01 * waited), max(poll_interval, 0.05))
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ def collect(
     replies: list[Message | None] = [None] * len(messages)
     failures: list[Failure] = []
     pending = set(ids)
-    deadline = time.monotonic() + timeout
+    deadline = (start := time.monotonic()) + timeout
     while pending:
         for reply in grid.pull_messages(list(pending)):
             mid = reply.metadata.reply_to_message_id
@@ -172,11 +178,12 @@ def collect(
             replies[i] = reply
         if not pending or (stop_on_error and failures):
             break
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             for i in sorted(slot[m] for m in pending):
                 failures.append(Failure(i, "timeout", f"no reply within timeout={timeout:g} s"))
             break
-        time.sleep(poll_interval)
+        time.sleep(min(_pull_pause(poll_interval, now - start), max(deadline - now, 0.0) + 1e-3))
     failures.sort(key=lambda f: f.index)
     return replies, failures
 
@@ -258,7 +265,7 @@ class Messenger:
         (the failed clients are left out, reported by :meth:`deliver`) or ``wait`` (re-send
         ``retries`` times with ``attempt`` in the config record, then abort).
     poll_interval, timeout
-        Seconds between pulls; seconds to wait for a reply.
+        Shortest seconds between pulls (:func:`_pull_pause`); seconds to wait for a reply.
     kinds
         Record name → ledger kind (other records are ``control``).
     """
