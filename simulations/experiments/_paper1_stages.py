@@ -107,6 +107,8 @@ class Paper1Run:
             steps_per_message=int(s.steps_per_message),
         )
         self.clients: list[ClientInfo] = probe.discover(grid)
+        self._probe = probe
+        self._t0: dict[str, float] = {}
         dpm = self.dpm
         self.pretrain_examples = {
             c.partition_id: float(self.ids.shards[c.partition_id % dpm].shape[0])
@@ -145,6 +147,12 @@ class Paper1Run:
     # ------------------------------------------------------------------ one method
     def run_method(self, method: str) -> None:
         """Stage I then Stage II of ``method``; a non-finite value marks it ``diverged``."""
+        if self.run_stage1(method):
+            self.run_stage2(method)
+
+    def run_stage1(self, method: str) -> bool:
+        """Reset the devices, run Stage I of ``method`` and install the Stage II encoders;
+        False when it diverged (no Stage II)."""
         cfg = self.cfg
         label = METHOD_LABELS[method]
         placement = resolve_placement(method, str(cfg.pretrain.placement))
@@ -152,22 +160,51 @@ class Paper1Run:
         info: dict[str, Any] = {"method": method, "placement": placement, "status": "ok"}
         self.methods[label] = info
         t0 = time.perf_counter()
+        self._t0[label] = t0
         self.broadcast(p1_client.RESET, {}, None, "pretrain")
         rounds1 = int(cfg.pretrain.rounds) if method != "none" else 0
         info["pretrain_rounds"] = rounds1
         try:
             source = self.stage1(label, method, placement, ledger, rounds1)
             info["stage1_time_s"] = time.perf_counter() - t0
-            t1 = time.perf_counter()
             if source is not None:
                 self.broadcast(p1_client.INIT_FINETUNE, {"source": source}, ledger, "finetune")
-            self.stage2(label, ledger)
+        except NonFiniteError as err:
+            self._diverged(label, err)
+            return False
+        return True
+
+    def run_stage2(self, method: str) -> None:
+        """Stage II of ``method`` from the encoders the devices hold now."""
+        label = METHOD_LABELS[method]
+        info = self.methods[label]
+        t1 = time.perf_counter()
+        try:
+            self.stage2(label, self.ledgers[label])
             info["stage2_time_s"] = time.perf_counter() - t1
         except NonFiniteError as err:
-            info["status"] = "diverged"
-            info["error"] = str(err)
-            log(ERROR, "[%s] %s", label, err)
+            self._diverged(label, err)
+            return
+        t0 = self._t0.get(label, t1 - float(info.get("stage1_time_s", 0.0)))
         info["wall_time_s"] = time.perf_counter() - t0
+
+    def _diverged(self, label: str, err: NonFiniteError) -> None:
+        info = self.methods[label]
+        info["status"] = "diverged"
+        info["error"] = str(err)
+        log(ERROR, "[%s] %s", label, err)
+        t0 = self._t0.get(label, time.perf_counter() - float(info.get("stage1_time_s", 0.0)))
+        info["wall_time_s"] = time.perf_counter() - t0
+
+    def finetune_states(self) -> dict[int, Any]:
+        """Every device's Stage II records (``split.<finetune task>.*``) as plain data, by
+        partition (not in the ledger): what Stage II starts from."""
+        return self._probe.fetch_client_checkpoint(self.grid)
+
+    def restore_finetune(self, states: dict[int, Any]) -> None:
+        """Reset the devices and install :meth:`finetune_states`' records (not in the ledger)."""
+        self.broadcast(p1_client.RESET, {}, None, "pretrain")
+        self._probe.restore_clients(self.grid, states)
 
     def stage1(
         self, label: str, method: str, placement: str, ledger: CommLedger, rounds: int

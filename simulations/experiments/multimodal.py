@@ -32,6 +32,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
+from flwr_semcom.accounting import CommLedger
 from flwr_semcom.paper1.data import num_devices
 from flwr_semcom.paper1.settings import (
     METHOD_LABELS,
@@ -39,11 +40,11 @@ from flwr_semcom.paper1.settings import (
     method_key,
     resolve_placement,
 )
-from flwr_semcom.results import Results, new_run_dir
-from simulations.common import output_root
+from flwr_semcom.results import Results
 from simulations.experiments._paper1_outputs import RunLog, plot_accuracy, write_ledger
 from simulations.experiments._paper1_stages import Paper1Run
 from simulations.experiments._paper1_summary import stage_bits, summarize, table
+from simulations.experiments._resume import Progress
 
 __all__ = ["num_nodes", "run", "stage_bits", "summarize"]
 
@@ -60,21 +61,52 @@ def num_nodes(cfg: DictConfig) -> int:
     return num_devices(cfg)
 
 
+def _restore(progress: Progress, results: Results, state: Paper1Run) -> None:
+    """Rows, ledgers and method entries of the finished units (``progress.state``)."""
+    snap = progress.state
+    results.rows = [dict(r) for r in snap.get("rows", [])]
+    state.ledgers.update(
+        {k: CommLedger.from_records(v) for k, v in snap.get("ledgers", {}).items()}
+    )
+    state.methods.update({k: dict(v) for k, v in snap.get("methods", {}).items()})
+    results.write_metrics()
+    write_ledger(results, state.ledgers)
+
+
+def _snapshot(results: Results, state: Paper1Run, **extra: Any) -> dict[str, Any]:
+    return {
+        "rows": results.rows,
+        "ledgers": {k: v.to_records() for k, v in state.ledgers.items()},
+        "methods": state.methods,
+        **extra,
+    }
+
+
 def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
     """Run every method of ``experiment.methods``; write the results folder; log the table.
 
-    ``context`` is Flower's server context (unused: the clients compose the same config from
-    their own run config).
+    Units (:mod:`simulations.experiments._resume`): ``<method>/stage1`` (Stage I and the
+    Stage II encoders the devices start from, fetched from them) and ``<method>`` (Stage
+    II). With ``reliability.resume`` the finished units are skipped and the interrupted one
+    runs again from its start. ``context`` gives the run's experiment and overrides (the
+    clients compose the same config from their own run config).
     """
     check_pretrain_config(cfg)
     torch.set_num_threads(int(cfg.num_threads))
     methods = [method_key(m) for m in cfg.experiment.methods]
-    results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
-    results.save_config(cfg)
+    progress = Progress.open(cfg, context)
+    results = Results(progress.dir)
+    if progress.finished:
+        return progress.summary()
+    if not progress.resumed:
+        results.save_config(cfg)
     snr_db = float(cfg.channel.get("snr_db", math.nan))
     label_fraction = float(cfg.data.label_fraction)
     run_log = RunLog(results, snr_db=snr_db, label_fraction=label_fraction)
+    run_log.t_start = progress.t_start
     state = Paper1Run(grid, cfg, run_log)
+    if progress.resumed:
+        _restore(progress, results, state)
     log(
         INFO,
         "paper 1: methods %s | Stage I %d rounds | Stage II %d rounds | %d devices | results %s",
@@ -84,9 +116,24 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
         len(state.clients),
         results.dir,
     )
+    progress.restore_rng()
     for method in methods:
-        state.run_method(method)
+        label = METHOD_LABELS[method]
+        if progress.is_done(label):
+            continue
+        if progress.is_done(f"{label}/stage1"):
+            go = state.methods[label]["status"] == "ok"
+            if go:
+                state.restore_finetune(progress.state["finetune"])
+        else:
+            go = state.run_stage1(method)
+            write_ledger(results, state.ledgers)
+            finetune = state.finetune_states() if go else {}
+            progress.save(f"{label}/stage1", _snapshot(results, state, finetune=finetune))
+        if go:
+            state.run_stage2(method)
         write_ledger(results, state.ledgers)
+        progress.save(label, _snapshot(results, state))
     target = cfg.experiment.get("target_accuracy")
     summary = summarize(
         results.rows, state.methods, state.ledgers, None if target is None else float(target)
@@ -98,7 +145,7 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
             "channel": str(cfg.channel.name),
             "label_fraction": label_fraction,
             "devices_per_modality": int(cfg.data.devices_per_modality),
-            "wall_time_s": time.perf_counter() - run_log.t_start,
+            "wall_time_s": time.perf_counter() - progress.t_start,
             "results_dir": str(results.dir.resolve()),
         }
     )
@@ -107,6 +154,7 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
     for line in table(summary):
         log(INFO, "%s", line)
     log(INFO, "results folder: %s", results.dir.resolve())
+    progress.finish()
     diverged = [m for m, i in summary["methods"].items() if i["status"] != "ok"]
     if diverged and bool(cfg.experiment.get("fail_on_divergence", True)):
         raise RuntimeError(

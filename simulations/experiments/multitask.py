@@ -51,8 +51,9 @@ from flwr_semcom.multitask.spec import SOURCE_DIMS, MultitaskSettings, ratio_lab
 from flwr_semcom.multitask.system import symbols_for_ratio
 from flwr_semcom.multitask.tasks import Task
 from flwr_semcom.multitask.training import build_model, build_tasks
-from flwr_semcom.results import Results, new_run_dir, write_csv
-from simulations.common import output_root, wait_for_nodes
+from flwr_semcom.results import Results, write_csv
+from simulations.common import wait_for_nodes
+from simulations.experiments._resume import Progress
 from strategies.fedavg_multitask import FedAvgMultitask, RoundReport
 
 __all__ = ["num_nodes", "run"]
@@ -163,20 +164,38 @@ def _train_link(
 
 
 def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
-    """Train and evaluate every (R, method); write the results folder; return the summary."""
+    """Train and evaluate every (R, method); write the results folder; return the summary.
+
+    Resumable per link (unit ``<i>:<method>/R=<R>``, :mod:`simulations.experiments._resume`)
+    with ``reliability.resume``: finished links are skipped, the interrupted one restarts."""
     settings = settings_from_config(cfg)
     torch.set_num_threads(settings.num_threads)
-    t0 = time.perf_counter()
-    results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
-    results.save_config(cfg)
+    progress = Progress.open(cfg, context)
+    results = Results(progress.dir)
+    if progress.finished:
+        return progress.summary()
+    if not progress.resumed:
+        results.save_config(cfg)
     wait_for_nodes(grid, settings.num_devices, timeout=120.0)
     ledger = CommLedger()
+    runs: list[dict[str, Any]] = []
+    if progress.resumed:
+        snap = progress.state
+        results.rows = [dict(r) for r in snap.get("rows", [])]
+        ledger.extend(CommLedger.from_records(snap.get("ledger", [])).rows)
+        runs = [dict(r) for r in snap.get("runs", [])]
+        results.write_metrics()
+        results.write_ledger(ledger)
     tasks = build_tasks(settings.link)
-    runs = [
-        _train_link(grid, settings, method, ratio, ledger, results)
-        for ratio in settings.bandwidth_ratios
-        for method in settings.methods
-    ]
+    progress.restore_rng()
+    links = [(r, m) for r in settings.bandwidth_ratios for m in settings.methods]
+    for i, (ratio, method) in enumerate(links):
+        unit = f"{i}:{method}/R={ratio_label(ratio)}"
+        if progress.is_done(unit):
+            continue
+        runs.append(_train_link(grid, settings, method, ratio, ledger, results))
+        results.write_ledger(ledger)
+        progress.save(unit, {"rows": results.rows, "ledger": ledger.to_records(), "runs": runs})
     final = final_rows(results.rows)
     gain_rows = gains(final, tasks)
     folder = results.dir
@@ -190,7 +209,7 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
         fh.write(gain_table)
     plots = plot_all(folder, final, tasks)
     results.write_ledger(ledger)
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - progress.t_start
     summary = {
         "results_dir": str(folder.resolve()),
         "wall_time_s": wall,
@@ -214,4 +233,5 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
         gain_table,
     )
     log(INFO, "[multitask] %.1f s, results in %s", wall, folder.resolve())
+    progress.finish()
     return summary

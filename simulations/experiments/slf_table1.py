@@ -34,12 +34,12 @@ from omegaconf import DictConfig
 from flwr_semcom.accounting import CommLedger, atomic_write
 from flwr_semcom.alignment import messages as P
 from flwr_semcom.alignment.recovery import RecoveryModel
-from flwr_semcom.config import output_root
-from flwr_semcom.results import Results, new_run_dir, write_csv
+from flwr_semcom.results import Results, write_csv
 from flwr_semcom.runtime.messaging import ClientInfo
 from flwr_semcom.slf.report import TASKS, plot_fig3, table1_markdown
 from flwr_semcom.slf.settings import CASES, check_slf_config
 from simulations.common import wait_for_nodes
+from simulations.experiments._resume import Progress
 from strategies.fedavg_alignment import FedAvgAlignment
 from strategies.slf import Link, SLFStrategy, aligned_transmission, exchange
 
@@ -138,37 +138,75 @@ class _Sweep:
         self.rows.append(row)
         self.results.add(row)
 
-    def point(self, point: Point) -> None:
-        """Misaligned baseline, SLF for every n, and (Table I points) FedAvg at one point."""
+    def snapshot(self) -> dict[str, Any]:
+        """What the finished units produced (a :class:`Progress` snapshot)."""
+        return {"rows": self.rows, "history": self.history, "ledger": self.ledger.to_records()}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Continue after the units of ``snap`` (rows, FedAvg history, ledger)."""
+        self.rows = [dict(r) for r in snap.get("rows", [])]
+        self.results.rows = [dict(r) for r in self.rows]
+        self.history = [dict(h) for h in snap.get("history", [])]
+        self.ledger.extend(CommLedger.from_records(snap.get("ledger", [])).rows)
+        self.results.write_metrics()
+        self.results.write_ledger(self.ledger)
+
+    def _unit(self, progress: Progress | None, name: str) -> bool:
+        """Whether unit ``name`` is still to run (False: finished in an earlier attempt)."""
+        return progress is None or not progress.is_done(name)
+
+    def _save(self, progress: Progress | None, name: str) -> None:
+        if progress is not None:
+            progress.save(name, self.snapshot())
+
+    def point(self, point: Point, progress: Progress | None = None, index: int = 0) -> None:
+        """Misaligned baseline, SLF for every n, and (Table I points) FedAvg at one point.
+
+        Units ``<index>:<tag>/misaligned``, ``…/slf<k>-n<n>`` (k-th entry of
+        ``freeze_layers``), ``…/fedavg``, each starting from the freshly installed pre-trained
+        pair; the units ``progress`` has finished are skipped."""
         s = self.cfg.strategy
         i, j = install_pair(self.grid, self.nodes, self.cfg, point, self.timeout)
         tag = f"{point.case}/p={point.crossover:g}/eps={point.epsilon:g}"
         source = str(s.cases[point.case].source)
         link = Link(i, j, point.crossover, source, point.epsilon, int(s.eval_seed), tag)
-        base = aligned_transmission(
-            self.grid, replace(link, tag=f"{tag}/misaligned"), self.ledger, self.timeout
+        unit = f"{index}:{tag}"
+        fresh = True  # the nodes hold the pre-trained pair as installed
+        if self._unit(progress, f"{unit}/misaligned"):
+            base = aligned_transmission(
+                self.grid, replace(link, tag=f"{tag}/misaligned"), self.ledger, self.timeout
+            )
+            log(
+                INFO,
+                "SLF %s: misaligned MSE %.4f accuracy %.4f",
+                tag,
+                base["mse"],
+                base["accuracy"],
+            )
+            self.add(
+                {
+                    **self._common(point, base),
+                    "method": "misaligned",
+                    "n": "",
+                    "mse": base["mse"],
+                    "accuracy": base["accuracy"],
+                }
+            )
+            self._save(progress, f"{unit}/misaligned")
+        mis = next(
+            r
+            for r in self.rows
+            if r["method"] == "misaligned"
+            and (r["case"], r["crossover"], r["epsilon"])
+            == (point.case, point.crossover, point.epsilon)
         )
-        log(INFO, "SLF %s: misaligned MSE %.4f accuracy %.4f", tag, base["mse"], base["accuracy"])
-        common = {
-            "case": point.case,
-            "crossover": point.crossover,
-            "epsilon": point.epsilon,
-            "table": point.table,
-            "baseline_mse": base["mse"],
-            "baseline_accuracy": base["accuracy"],
-        }
-        self.add(
-            {
-                **common,
-                "method": "misaligned",
-                "n": "",
-                "mse": base["mse"],
-                "accuracy": base["accuracy"],
-            }
-        )
+        common = self._common(point, {"mse": mis["mse"], "accuracy": mis["accuracy"]})
         for k, n in enumerate(int(x) for x in s.freeze_layers):
-            if k:  # the previous run changed both nodes: start again from the pre-trained pair
+            if not self._unit(progress, f"{unit}/slf{k}-n{n}"):
+                continue
+            if not fresh:  # the previous run changed both nodes: install the pre-trained pair
                 install_pair(self.grid, self.nodes, self.cfg, point, self.timeout)
+            fresh = False
             strategy = SLFStrategy(
                 n, self.recovery, ledger=self.ledger, seed=int(self.cfg.seed), timeout=self.timeout
             )
@@ -193,7 +231,8 @@ class _Sweep:
                 res.accuracy,
                 res.wall_time_s,
             )
-        if point.table or bool(s.sweep.fedavg):
+            self._save(progress, f"{unit}/slf{k}-n{n}")
+        if (point.table or bool(s.sweep.fedavg)) and self._unit(progress, f"{unit}/fedavg"):
             install_pair(self.grid, self.nodes, self.cfg, point, self.timeout)
             fedavg = FedAvgAlignment(
                 replace(link, tag=f"{tag}/fedavg"),
@@ -226,6 +265,18 @@ class _Sweep:
                 out.mse,
                 out.accuracy,
             )
+            self._save(progress, f"{unit}/fedavg")
+
+    @staticmethod
+    def _common(point: Point, base: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "case": point.case,
+            "crossover": point.crossover,
+            "epsilon": point.epsilon,
+            "table": point.table,
+            "baseline_mse": base["mse"],
+            "baseline_accuracy": base["accuracy"],
+        }
 
     def write(self, wall: float) -> dict[str, Any]:
         """table1.csv/md, sweep.csv, fedavg_history.csv, plots, ledger, summary.json."""
@@ -257,12 +308,18 @@ class _Sweep:
 
 
 def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
-    """Run the Table I / Fig. 3 sweep and write the results folder."""
+    """Run the Table I / Fig. 3 sweep and write the results folder.
+
+    Resumable per unit (``<i>:<case>/p=…/eps=…/{misaligned,slf<k>-n<n>,fedavg}``,
+    :mod:`simulations.experiments._resume`) with ``reliability.resume``."""
     check_slf_config(cfg)
-    t_start = time.perf_counter()
+    progress = Progress.open(cfg, context)
+    results = Results(progress.dir)
+    if progress.finished:
+        return progress.summary()
+    if not progress.resumed:
+        results.save_config(cfg)
     s = cfg.strategy
-    results = Results(new_run_dir(output_root(cfg), str(cfg.experiment.name)))
-    results.save_config(cfg)
     sweep = _Sweep(
         grid=grid,
         nodes=wait_for_nodes(grid, 2, timeout=120.0)[:2],
@@ -274,9 +331,13 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
         results=results,
         timeout=float(s.timeout),
     )
-    for point in sweep_points(cfg):
-        sweep.point(point)
-    wall = time.perf_counter() - t_start
+    if progress.resumed:
+        sweep.restore(progress.state)
+    progress.restore_rng()
+    for index, point in enumerate(sweep_points(cfg)):
+        sweep.point(point, progress, index)
+    wall = time.perf_counter() - progress.t_start
     summary = sweep.write(wall)
     log(INFO, "slf_table1: %.1f s, results in %s", wall, results.dir.resolve())
+    progress.finish()
     return summary
