@@ -278,8 +278,8 @@ def test_server_app_fails_in_one_line_before_sending_any_message(tmp_path: Path)
 def test_a_run_that_fails_before_its_first_round_leaves_no_results_folder(
     tmp_path: Path,
 ) -> None:
-    """split_supervised creates its folder (config.yaml, run.json), then no client connects
-    within strategy.node_wait: the ServerApp removes the folder it had nothing to keep in."""
+    """split_supervised creates its folder (config.yaml), then no client connects within
+    strategy.node_wait: the ServerApp removes the folder it had nothing to keep in."""
     grid = MagicMock(spec=Grid)
     grid.get_node_ids.return_value = []
     out = tmp_path / "out"
