@@ -361,3 +361,22 @@ def test_resuming_an_unfinished_run_still_starts_it(
     monkeypatch.setattr(launch, "_run", run)
     assert launch.main(["--resume", str(folder)]) == 0
     assert f"reliability.resume={folder}" in seen
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_unit_checkpoint_is_finished_when_it_says_so(tmp_path: Path, finished: bool) -> None:
+    """Runners of units (simulations/experiments/_resume.py) mark the checkpoint finished."""
+    from simulations.preflight import finished_run
+
+    overrides = f"{SMALL} paths.project_root={PROJECT_ROOT}"
+    cfg = compose_config("split_supervised", overrides)
+    ckpt = Checkpointer(tmp_path, cfg, experiment="split_supervised", overrides=overrides)
+    ckpt.save(3, {"kind": "units", "done": ["a", "b", "c"], "finished": finished})
+    resumed = compose_config("split_supervised", f"{overrides} reliability.resume={tmp_path}")
+    said = finished_run(resumed, "split_supervised", overrides)
+    expected = (
+        f"{tmp_path}: the run finished (its checkpoint marks it finished after 3 unit(s)); "
+        "nothing to resume, no file changed"
+    )
+    assert said == (expected if finished else None)
+    assert finished_run(cfg, "split_supervised", overrides) is None  # not a resume
