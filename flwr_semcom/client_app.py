@@ -15,8 +15,9 @@ The app's mods: :func:`inject_faults`, the test-only fault injection of ``reliab
 (docs/reliability.md: it fails a chosen ``train.split_step`` before the handler touches
 ``context.state``), then the relay to the node's worker (:func:`flwr_semcom.runtime.relay.
 relay_mod`; run config ``warm-clients``, node config ``worker-socket``; docs/split.md "Warm
-client state"), which hands every message to the node's long-lived worker process when one
-is configured and otherwise passes it on.
+client state"), which hands the split messages (and any other while the worker holds state
+that ``context.state`` lacks) to the node's long-lived worker process when one is configured,
+and otherwise passes them on.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from flwr_semcom.reliability import maybe_inject
 from flwr_semcom.runtime.relay import relay_mod
 from flwr_semcom.slf.factory import device_from_context
 from flwr_semcom.split import add_split_client
-from flwr_semcom.split.protocol import TRAIN_STEP, MessageSpec
+from flwr_semcom.split.protocol import MESSAGE_TYPES, TRAIN_STEP, MessageSpec
 
 __all__ = [
     "ACTION_MODULES",
@@ -99,7 +100,7 @@ def make_app(run_config: Mapping[str, bool | float | int | str] | None = None) -
     ClientApp may not modify ``context.run_config``: a mod passes a copy of the context)."""
     mods: list[Callable[[Message, Context, Handler], Message]] = [
         inject_faults,
-        relay_mod(f"{__name__}:app"),  # a spawned worker loads this module's app
+        relay_mod(f"{__name__}:app", MESSAGE_TYPES),  # split messages (a worker loads `app`)
     ]
     if run_config is not None:
         fixed = dict(run_config)

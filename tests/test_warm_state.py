@@ -31,7 +31,7 @@ from flwr_semcom.split.protocol import (
     unpack_tensors,
 )
 from flwr_semcom.split.schedule import BatchPlan, client_plans, eval_batches, group, train_batches
-from tests._messages import received
+from _messages import received  # tests/ is on sys.path
 
 OVERRIDES = (
     "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import torch
+from _messages import received  # tests/ is on sys.path
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -26,7 +27,6 @@ from flwr_semcom.runtime import relay
 from flwr_semcom.runtime.relay import WorkerError, call_worker
 from flwr_semcom.split.protocol import TRAIN_STEP, config_record, encode_plan
 from flwr_semcom.split.schedule import BatchPlan
-from tests._messages import received
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -273,7 +273,7 @@ def _workers_under(directory: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_simulation_with_warm_clients_equals_cold_and_leaves_no_process(
+def test_simulation_with_warm_clients_by_default_equals_cold_and_leaves_no_process(
     sock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     overrides = (
@@ -284,7 +284,10 @@ def test_simulation_with_warm_clients_equals_cold_and_leaves_no_process(
     monkeypatch.setenv("SEMCOM_WORKER_DIR", str(sock_dir / "w"))
     runs = {}
     for warm in (False, True):
-        monkeypatch.setenv(relay.ENV_KEY, "1" if warm else "0")
+        if warm:  # the default in the simulation engine's actors
+            monkeypatch.delenv(relay.ENV_KEY, raising=False)
+        else:
+            monkeypatch.setenv(relay.ENV_KEY, "0")
         runs[warm] = _simulate_split(overrides)
     cold, warm_run = runs[False], runs[True]
     assert cold["rows"] == warm_run["rows"] and cold["ledger"] == warm_run["ledger"]
@@ -313,3 +316,63 @@ def test_the_run_config_key_takes_true_false_or_unset() -> None:
     assert (
         str(err.value) == "warm-clients: invalid value 'yes'; expected true or false (unset: \"\")"
     )
+
+
+def test_a_spawned_worker_exits_at_once_when_its_spawner_is_killed(sock_dir: Path) -> None:
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from flwr.app import Context, RecordDict\n"
+        "from flwr_semcom.runtime.relay import call_worker\n"
+        "from tests._messages import received\n"
+        "ctx = Context(3, 5, {}, RecordDict(), {})\n"
+        "r = call_worker(Path(sys.argv[1]), received(RecordDict(), 'query.count', dst=5), ctx,\n"
+        "                spawn_app='tests._worker_app:app')\n"
+        "print(r.content.config_records['info']['pid'], flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    path = sock_dir / "s.sock"
+    spawner = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", code, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert spawner.stdout is not None
+        pid = int(spawner.stdout.readline())
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        spawner.kill()
+        spawner.wait(10)
+        deadline = time.monotonic() + 5
+        while relay._pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not relay._pid_alive(pid), "the worker outlived its spawner"
+        assert not path.exists()
+    finally:
+        spawner.kill()
+
+
+def test_the_relay_sends_only_its_message_types_unless_the_worker_holds_state(
+    worker: tuple[Path, subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flwr.app import ConfigRecord
+
+    path, proc = worker
+    mod = relay.relay_mod("tests._worker_app:app", ["query.count"])
+    here: list[str] = []
+
+    def call_next(msg: Message, ctx: Context) -> Message:
+        here.append(msg.metadata.message_type)
+        return Message(RecordDict(), reply_to=msg)
+
+    ctx = Context(3, 5, {"worker-socket": str(path)}, RecordDict(), {})
+    info = mod(_query("count"), ctx, call_next).content.config_records["info"]
+    assert info["pid"] == proc.pid and here == []  # relayed
+    mod(_query("other"), ctx, call_next)
+    assert here == ["query.other"]  # not a relayed type: handled here
+    ctx.state["split.t.meta"] = ConfigRecord({"stamp": "abc", "saved": ""})  # live in the worker
+    with pytest.raises(ValueError, match="No query function registered with name 'other'"):
+        mod(_query("other"), ctx, call_next)  # relayed: the worker's app has no such handler
+    assert here == ["query.other"]
+    off = Context(3, 5, {"worker-socket": str(path)}, RecordDict(), {"warm-clients": False})
+    mod(_query("count"), off, call_next)  # switched off: everything here
+    assert here == ["query.other", "query.count"]
+    assert not relay.has_live_state(off)

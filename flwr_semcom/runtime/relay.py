@@ -17,8 +17,8 @@ Where the worker is:
   worker on first use (owned by the relaying process; it exits when that process is gone)
   under a private directory (:func:`worker_dir`).
 
-Wire format: frames of an 8-byte big-endian length and a pickle. The worker speaks first
-(``hello``: protocol, code version, pid); a worker of another code version is refused. The
+Wire format (:mod:`.wire`): frames of an 8-byte big-endian length and a pickle. The worker
+speaks first (``hello``: protocol, code version, pid); a worker of other code is refused. The
 socket file is 0600 in a 0700 directory, and the worker serves only its own user (peer
 credentials), so pickles come from this user only. This module imports only the standard
 library and flwr.
@@ -27,28 +27,34 @@ library and flwr.
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import importlib.metadata
 import os
 import pickle
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from functools import lru_cache
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Message
+
+from flwr_semcom.runtime.wire import (
+    PROTOCOL,
+    WorkerError,
+    code_version,
+    private_dir,
+    recv_frame,
+    send_frame,
+)
 
 __all__ = [
     "PROTOCOL",
     "WorkerError",
     "call_worker",
     "code_version",
+    "has_live_state",
     "in_worker",
     "on_worker_call",
     "recv_frame",
@@ -60,23 +66,19 @@ __all__ = [
     "worker_socket",
 ]
 
-PROTOCOL = 1
-_HEADER = struct.Struct(">Q")
-_MAX_FRAME = 1 << 36
 #: Run-config key / environment variable that switch warm clients on in simulation.
 RUN_KEY, ENV_KEY, NODE_KEY = "warm-clients", "SEMCOM_WARM_CLIENTS", "worker-socket"
-#: Whether warm clients are on when neither the run config nor the environment says.
-DEFAULT_WARM = False
+#: Whether warm clients are on when neither the run config nor the environment says: in the
+#: simulation engine's Ray actors (measured faster, bit-identical: docs/split.md), not in other
+#: processes (an in-process grid's caller, a deployment ClientApp process).
+DEFAULT_WARM_IN_SIMULATION = True
 SPAWN_TIMEOUT_S = 180.0
 CALL_TIMEOUT_S = 6 * 3600.0
 
 _worker_mode = False
 _hooks: list[Callable[[Message, Context], None]] = []
 _spawned: dict[str, subprocess.Popen[bytes]] = {}
-
-
-class WorkerError(RuntimeError):
-    """The node's worker cannot be reached, is of another code version, or died."""
+_owner_pipes: list[int] = []  # write ends, open while this process lives (workers watch them)
 
 
 def in_worker() -> bool:
@@ -103,59 +105,6 @@ def run_worker_hooks(message: Message, context: Context) -> None:
         hook(message, context)
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """``<flwr-semcom version>+<hash of the package's .py files>``: relay and worker must run
-    the same code (a stale worker would compute with other code)."""
-    try:
-        version = importlib.metadata.version("flwr-semcom")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return f"{version}+{digest.hexdigest()[:16]}"
-
-
-# ---------------------------------------------------------------------------- frames
-def send_frame(sock: socket.socket, obj: Any) -> None:
-    """Send ``obj`` as one frame (length + pickle)."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    sock.sendall(_HEADER.pack(len(data)) + data)
-
-
-def _recv_exact(
-    sock: socket.socket, n: int, deadline: float, alive: Callable[[], bool] | None
-) -> bytes:
-    buf = bytearray()
-    sock.settimeout(1.0)
-    while len(buf) < n:
-        try:
-            chunk = sock.recv(min(n - len(buf), 1 << 22))
-        except TimeoutError:
-            if time.monotonic() > deadline:
-                raise TimeoutError("no answer in time") from None
-            if alive is not None and not alive():
-                raise ConnectionError("the peer process is gone") from None
-            continue
-        if not chunk:
-            raise ConnectionError("connection closed")
-        buf += chunk
-    return bytes(buf)
-
-
-def recv_frame(sock: socket.socket, timeout: float, alive: Callable[[], bool] | None = None) -> Any:
-    """Receive one frame; ``TimeoutError`` after ``timeout`` s, ``ConnectionError`` when the
-    peer closes or ``alive()`` turns false (checked every second)."""
-    deadline = time.monotonic() + timeout
-    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline, alive))
-    if size > _MAX_FRAME:
-        raise ConnectionError(f"frame of {size} bytes refused")
-    return pickle.loads(_recv_exact(sock, size, deadline, alive))
-
-
 # ---------------------------------------------------------------------------- paths
 def worker_dir() -> Path:
     """The private directory of spawned workers' sockets: ``$SEMCOM_WORKER_DIR`` or
@@ -167,17 +116,6 @@ def worker_dir() -> Path:
     )
     private_dir(path)
     return path
-
-
-def private_dir(path: Path) -> None:
-    """Create ``path`` (mode 0700) or check that it is ours and private."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise WorkerError(
-            f"worker directory {path} must belong to uid {os.getuid()} with mode 0700 "
-            f"(has uid {st.st_uid}, mode {oct(st.st_mode & 0o777)})"
-        )
 
 
 def worker_socket(run_id: int, node_id: int) -> Path:
@@ -209,11 +147,20 @@ def _target(context: Context) -> tuple[Path, bool] | None:
         return Path(node_socket), False
     if wanted is None:
         wanted = _switch(os.environ.get(ENV_KEY, ""))
-    if not (DEFAULT_WARM if wanted is None else wanted):
+    if wanted is None:
+        wanted = DEFAULT_WARM_IN_SIMULATION and _in_ray_actor()
+    if not wanted:
         return None
     if Path(sys.argv[0]).name == "flwr-clientapp":  # lives for one message: cannot own one
         return None
     return worker_socket(context.run_id, context.node_id), True
+
+
+def _in_ray_actor() -> bool:
+    """True in a Ray worker process (the simulation engine's actors), without importing ray."""
+    worker = sys.modules.get("ray._private.worker")
+    mode = getattr(getattr(worker, "global_worker", None), "mode", None)
+    return worker is not None and mode == getattr(worker, "WORKER_MODE", 1)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -255,14 +202,21 @@ def _spawn(path: Path, app_ref: str) -> socket.socket:
         cmd = [sys.executable, "-m", "flwr_semcom.runtime.worker", "--app", app_ref]
         cmd += ["--socket", str(path), "--owner-pid", str(os.getpid())]
         cmd += ["--threads", str(_threads()), "--idle-timeout", "3600"]
+        watch, keep = os.pipe()  # EOF on `watch` tells the worker at once that we are gone
+        cmd += ["--owner-fd", str(watch)]
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env,
-                start_new_session=True,
+                start_new_session=True, pass_fds=(watch,),
             )  # fmt: skip
+        except BaseException:
+            os.close(keep)
+            raise
         finally:
             os.close(fd)
+            os.close(watch)
+        _owner_pipes.append(keep)
         _spawned[str(path)] = proc
         deadline = time.monotonic() + SPAWN_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -340,15 +294,34 @@ def call_worker(
     return reply
 
 
-def relay_mod(app_ref: str) -> Callable[[Message, Context, Callable[..., Message]], Message]:
-    """A client mod sending every message to this node's worker when one is configured
-    (module docstring); else, and inside the worker, it passes the message on.
+def has_live_state(context: Context) -> bool:
+    """Whether a worker holds state of this node that ``context.state`` lacks: a config
+    record with a ``stamp`` whose ``saved`` differs (warm state between persist points,
+    :mod:`flwr_semcom.split.live`)."""
+    for record in context.state.config_records.values():
+        stamp = record.get("stamp")
+        if stamp and record.get("saved") != stamp:
+            return True
+    return False
+
+
+def relay_mod(
+    app_ref: str, message_types: Collection[str] | None = None
+) -> Callable[[Message, Context, Callable[..., Message]], Message]:
+    """A client mod sending messages to this node's worker when one is configured (module
+    docstring); else, and inside the worker, it passes them on.
 
     ``app_ref`` (``"module:attribute"``) is the ClientApp a spawned worker loads: the same
-    handlers as the app this mod belongs to."""
+    handlers as the app this mod belongs to. ``message_types``: relay only these (those whose
+    handlers keep state warm), and any other message only while the worker holds state that
+    ``context.state`` lacks (:func:`has_live_state`); ``None``: relay every message."""
+    types = None if message_types is None else frozenset(message_types)
 
     def relay(message: Message, context: Context, call_next: Callable[..., Message]) -> Message:
         if in_worker():
+            return call_next(message, context)
+        other = types is not None and message.metadata.message_type not in types
+        if other and not has_live_state(context):
             return call_next(message, context)
         target = _target(context)
         if target is None:

@@ -15,7 +15,8 @@ Deployment: start one beside each SuperNode::
 and give the SuperNode ``--node-config "... worker-socket='~/.semcom/node0/worker.sock'"``.
 Simulation: the relay starts the workers itself (run config ``warm-clients = true``).
 
-The worker exits when its owner process is gone (checked every second), after
+The worker exits when its owner process is gone (``--owner-pid``: checked every second;
+``--owner-fd``: at once, on EOF of a pipe the owner holds — how the relay starts it), after
 ``--idle-timeout`` seconds without a message (0: never), or on SIGTERM; it removes its socket.
 """
 
@@ -29,6 +30,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from logging import ERROR, INFO
 from pathlib import Path
@@ -38,15 +40,8 @@ from flwr.app import Context
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
-from flwr_semcom.runtime.relay import (
-    PROTOCOL,
-    code_version,
-    private_dir,
-    recv_frame,
-    run_worker_hooks,
-    send_frame,
-    set_worker_mode,
-)
+from flwr_semcom.runtime.relay import run_worker_hooks, set_worker_mode
+from flwr_semcom.runtime.wire import PROTOCOL, code_version, private_dir, recv_frame, send_frame
 
 __all__ = ["load_app", "main", "serve"]
 
@@ -74,6 +69,13 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _watch_pipe(fd: int) -> None:
+    """Block on the owner's pipe; its EOF (the owner is gone) terminates this worker."""
+    while os.read(fd, 1):
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _peer_uid(conn: socket.socket) -> int:
@@ -166,11 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--socket", type=Path, help="socket path (its directory: 0700)")
     where.add_argument("--node-home", type=Path, help="directory of <node-home>/worker.sock")
     parser.add_argument("--owner-pid", type=int, default=0, help="exit when it is gone")
+    parser.add_argument("--owner-fd", type=int, default=-1, help="exit on EOF of this pipe")
     parser.add_argument("--idle-timeout", type=float, default=0.0, help="seconds; 0 = never")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args(argv)
     path = args.socket if args.socket is not None else args.node_home / "worker.sock"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.owner_fd >= 0:
+        threading.Thread(target=_watch_pipe, args=(args.owner_fd,), daemon=True).start()
     set_worker_mode(True)
     if args.threads > 0:
         import torch

@@ -1,0 +1,93 @@
+"""Wire format between a relay and a per-node worker (:mod:`.relay`, :mod:`.worker`): frames
+of an 8-byte big-endian length and a pickle, the code version both sides must share, and the
+private socket directory. Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import pickle
+import socket
+import struct
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PROTOCOL", "WorkerError", "code_version", "private_dir", "recv_frame", "send_frame"]
+
+PROTOCOL = 1
+_HEADER = struct.Struct(">Q")
+_MAX_FRAME = 1 << 36
+
+
+class WorkerError(RuntimeError):
+    """The node's worker cannot be reached, is of another code version, or died."""
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """``<flwr-semcom version>+<hash of the package's .py files>``: relay and worker must run
+    the same code (a stale worker would compute with other code)."""
+    try:
+        version = importlib.metadata.version("flwr-semcom")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return f"{version}+{digest.hexdigest()[:16]}"
+
+
+# ---------------------------------------------------------------------------- frames
+def send_frame(sock: socket.socket, obj: Any) -> None:
+    """Send ``obj`` as one frame (length + pickle)."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _recv_exact(
+    sock: socket.socket, n: int, deadline: float, alive: Callable[[], bool] | None
+) -> bytes:
+    buf = bytearray()
+    sock.settimeout(1.0)
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(min(n - len(buf), 1 << 22))
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no answer in time") from None
+            if alive is not None and not alive():
+                raise ConnectionError("the peer process is gone") from None
+            continue
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(sock: socket.socket, timeout: float, alive: Callable[[], bool] | None = None) -> Any:
+    """Receive one frame; ``TimeoutError`` after ``timeout`` s, ``ConnectionError`` when the
+    peer closes or ``alive()`` turns false (checked every second)."""
+    deadline = time.monotonic() + timeout
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline, alive))
+    if size > _MAX_FRAME:
+        raise ConnectionError(f"frame of {size} bytes refused")
+    return pickle.loads(_recv_exact(sock, size, deadline, alive))
+
+
+# ---------------------------------------------------------------------------- paths
+def private_dir(path: Path) -> None:
+    """Create ``path`` (mode 0700) or check that it is ours and private."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise WorkerError(
+            f"worker directory {path} must belong to uid {os.getuid()} with mode 0700 "
+            f"(has uid {st.st_uid}, mode {oct(st.st_mode & 0o777)})"
+        )
