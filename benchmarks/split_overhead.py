@@ -160,6 +160,17 @@ def profile_of(row: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _default_warm() -> bool | None:
+    """Whether a simulation's split clients are warm when the run config does not say."""
+    try:
+        from flwr_semcom.runtime import relay
+    except ImportError:
+        return None
+    flag = getattr(relay, "DEFAULT_WARM_IN_SIMULATION", getattr(relay, "DEFAULT_WARM", None))
+    env = os.environ.get(getattr(relay, "ENV_KEY", ""), "")
+    return bool(flag) if not env else env.strip().lower() in ("1", "true", "yes", "on")
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -360,6 +371,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
         "variants": {v: VARIANTS[v] for v in args.variants},
         "kinds_per_repeat": kinds,
         "order": "kinds_per_repeat in even repeats, reversed in odd repeats",
+        "sim_warm_clients_by_default": _default_warm(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -375,8 +387,13 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"--append: {out} was measured with other settings")
         runs = old.get("runs", [])
         first = 1 + max((r["repeat"] for r in runs), default=-1)
+        earlier = old.get("invocations", [old["setup"]])
+    else:
+        earlier = []
     report: dict[str, Any] = {"benchmark": "split_overhead", "setup": setup}
     report["setup"]["load_average_at_start"] = _load()
+    report["setup"]["first_repeat"] = first
+    report["invocations"] = [*earlier, setup]
     for i in range(first, first + args.repeats):
         for steps in args.steps:
             for kind in _order(kinds, i):
