@@ -21,6 +21,7 @@ from flwr.common.logger import log
 from flwr.serverapp.strategy import Result
 
 from flwr_semcom.accounting import CommLedger
+from flwr_semcom.split.compute import SCHEDULES
 from flwr_semcom.split.schedule import (
     BatchPlan,
     client_plans,
@@ -199,6 +200,20 @@ def check_arguments(*, ints: dict[str, tuple[Any, int]], positive: dict[str, Any
     for name, value in positive.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{name}: {value!r} invalid; expected a number > 0")
+
+
+def schedule_values(schedule: str, compensation: float) -> dict[str, Any]:
+    """Config-record values of a client-step schedule (``{}`` for ``exact``, so exact
+    messages stay as they were); ``ValueError`` naming the argument if invalid."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule: {schedule!r} invalid; expected one of {SCHEDULES}")
+    if isinstance(compensation, bool) or not isinstance(compensation, (int, float)):
+        raise ValueError(f"compensation: {compensation!r} invalid; expected a number >= 0")
+    if not compensation >= 0:
+        raise ValueError(f"compensation: {compensation!r} invalid; expected a number >= 0")
+    if schedule == "exact":
+        return {}
+    return {"schedule": schedule, "compensation": float(compensation)}
 
 
 def log_summary(strategy: Any) -> None:

@@ -1,11 +1,10 @@
 """Split-training strategy: the server side of split learning on Flower (docs/split.md).
 
-Paper 1 (Zhao et al., arXiv 2503.13940), Sec. III-B (Stage II, eq. 16-17): each device m
-sends its received features ẑ^m, the server runs g on concat(ẑ^1, …, ẑ^M), computes the loss,
-steps its optimizer and returns ∂L/∂ẑ^m to every device. The server model and loss come from
-a :class:`~flwr_semcom.split.ServerTask` object (e.g. :class:`~flwr_semcom.split.DecoderServer`);
-the clients run the client task named ``client_task`` (``train.split_step`` /
-``evaluate.split_forward``, registered with :func:`flwr_semcom.split.add_split_client`).
+Paper 1 (Zhao et al., arXiv 2503.13940), Sec. III-B (eq. 16-17): each device m sends its
+received features ẑ^m, the server runs g on concat(ẑ^1, …, ẑ^M), steps its optimizer and
+returns ∂L/∂ẑ^m to every device. Server model and loss: a :class:`~flwr_semcom.split.ServerTask`
+(e.g. :class:`~flwr_semcom.split.DecoderServer`); clients: the task ``client_task`` of
+:func:`flwr_semcom.split.add_split_client` (``train.split_step``, ``evaluate.split_forward``).
 
 One Flower round is one pass over the aligned training IDs, cut into batches of
 ``batch_size`` and groups of S = ``steps_per_message`` batches: exchange j (j = 0..G) sends
@@ -13,14 +12,11 @@ every client the gradients of group j-1 and the plan of group j, then the server
 per batch of group j on the replies. After the pass the test set goes through
 ``evaluate.split_forward`` (no gradients).
 
-``start()`` is overridden because a split round is G + 1 dependent exchanges (Flower's
-``Strategy.start`` does one ``send_and_receive`` per round, polling every 0.1 s / 3 s). The
-hooks keep their Flower roles: ``configure_train`` builds the messages of the next exchange,
-``aggregate_train`` runs the server steps on the replies, ``configure_evaluate`` /
-``aggregate_evaluate`` do the same for the evaluation chunks. Modules: planning and round
-metrics :mod:`strategies._split_plan`; discovery and checkpoints :mod:`strategies._split_nodes`;
-received uplinks :mod:`strategies._split_uplinks`; messages, failure policy and the ledger
-:mod:`flwr_semcom.runtime.messaging`.
+``start()`` is overridden: a split round is G + 1 dependent exchanges (Flower's ``start``
+does one ``send_and_receive`` per round). The hooks keep their Flower roles (``configure_*``
+build the messages of the next exchange / evaluation chunk, ``aggregate_*`` run the server
+steps on the replies). Planning and round metrics: :mod:`strategies._split_plan`; discovery
+and checkpoints :mod:`strategies._split_nodes`; uplinks :mod:`strategies._split_uplinks`.
 """
 
 from __future__ import annotations
@@ -64,6 +60,7 @@ from strategies._split_plan import (
     log_summary,
     plan_eval,
     plan_pass,
+    schedule_values,
 )
 from strategies._split_uplinks import Uplinks, deliver
 
@@ -105,6 +102,8 @@ class SplitTraining(SplitNodes, Strategy):
     drop_last, profile, device
         Drop a short last batch; ask the clients for load / compute / save times; where the
         server model runs.
+    schedule, compensation
+        Client-step schedule for S > 1 (``exact`` | ``replay``, docs/schedules.md); its factor.
     on_round
         Default callback of :meth:`start` (called with each round's metrics row).
     """
@@ -131,6 +130,8 @@ class SplitTraining(SplitNodes, Strategy):
         profile: bool = False,
         device: str | torch.device = "cpu",
         on_round: RoundCallback | None = None,
+        schedule: str = "exact",
+        compensation: float = 0.0,
     ) -> None:
         if not isinstance(server_task, ServerTask):
             raise TypeError(f"server_task must be a ServerTask, got {type(server_task).__name__}")
@@ -160,6 +161,7 @@ class SplitTraining(SplitNodes, Strategy):
         self.node_wait = float(node_wait)
         self.drop_last = bool(drop_last)
         self.profile = bool(profile)
+        self.schedule = schedule_values(schedule, compensation)
         self.device = torch.device(device)
         self.server.model.to(self.device)
         self.policy = failure_policy or FailurePolicy()
@@ -183,6 +185,7 @@ class SplitTraining(SplitNodes, Strategy):
         values: dict[str, Any] = {"stage": self.stage, "round": server_round}
         values.update(extra)
         values["profile"] = self.profile
+        values.update(self.schedule)
         return config_record(self.client_task, self.task_params, **values)
 
     def _who(self, r: int) -> Callable[[int], str]:
@@ -192,8 +195,7 @@ class SplitTraining(SplitNodes, Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Messages of the next exchange of the current pass (gradients and/or plan), for the
-        clients not skipped in this round, in client order."""
+        """Messages of the next exchange of the pass (gradients and/or plan), client order."""
         p = self._pass
         if p is None or p.round != server_round or p.done:
             raise RuntimeError(f"configure_train: no exchange pending in round {server_round}")
@@ -360,11 +362,10 @@ class SplitTraining(SplitNodes, Strategy):
         first_round: int = 1,
     ) -> Result:
         """Run rounds ``first_round..num_rounds`` (default ``rounds``): a training pass, then
-        evaluation; return Flower's :class:`Result` (the rows also go to :attr:`history` and
-        to ``on_round(row)``). ``initial_arrays`` are loaded into the server model, ``timeout``
-        overrides the reply timeout, ``train_config`` / ``evaluate_config`` are unused (per-round
-        values travel in each message's config record); ``first_round`` > 1 continues a
-        resumed run (server and clients restored from a checkpoint first)."""
+        evaluation; return Flower's :class:`Result` (rows also go to :attr:`history` and to
+        ``on_round(row)``). ``initial_arrays`` load into the server model; ``timeout`` overrides
+        the reply timeout; ``train_config`` / ``evaluate_config`` are unused; ``first_round``
+        > 1 continues a resumed run (server and clients restored from a checkpoint first)."""
         if train_config or evaluate_config:
             log(WARNING, "SplitTraining ignores train_config / evaluate_config")
         if timeout is not None:

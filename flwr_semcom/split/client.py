@@ -185,7 +185,10 @@ def split_step(tasks: Mapping[str, TaskFactory], msg: Message, context: Context)
     try:  # from here on the weights change: a failure leaves no live state behind
         if grads is not None:
             before = {k: to_tensor(v) for k, v in buffers.items()}  # type: ignore[union-attr]
-            apply_gradients(task, opt, prev, grads, before, device)
+            apply_gradients(
+                task, opt, prev, grads, before, device,
+                schedule=spec.schedule, compensation=spec.compensation,
+            )  # fmt: skip
         if plan is not None:
             buffers = buffers_record(task.model)
             content["uplink"] = pack_tensors(forward_batches(task, plan, True, device))

@@ -86,6 +86,8 @@ RESERVED = (
     "attempt",
     "fresh",
     "persist",
+    "schedule",
+    "compensation",
 )
 _PARAM_TYPES = (str, int, float, bool)
 
@@ -125,6 +127,8 @@ class MessageSpec:
     attempt: int = 0
     fresh: bool = False
     persist: bool = False
+    schedule: str = "exact"
+    compensation: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -151,6 +155,8 @@ class MessageSpec:
                 attempt=int(rec.get("attempt", 0)),  # type: ignore[arg-type]
                 fresh=bool(rec.get("fresh", False)),
                 persist=bool(rec.get("persist", False)),
+                schedule=str(rec.get("schedule", "exact")),
+                compensation=float(rec.get("compensation", 0.0)),  # type: ignore[arg-type]
                 params={k: v for k, v in rec.items() if k not in RESERVED},
             )
         except (TypeError, ValueError) as err:

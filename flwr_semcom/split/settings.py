@@ -114,8 +114,8 @@ def split_kwargs(cfg: Any) -> dict[str, Any]:
 
     ``rounds``, ``batch_size``, ``steps_per_message``, ``eval_batch_size``,
     ``eval_batches_per_message``, ``poll_interval``, ``timeout``, ``node_wait``,
-    ``drop_last``, ``profile`` (from ``strategy``), ``seed``, ``device`` (resolved) and
-    ``failure_policy`` (from ``reliability``).
+    ``drop_last``, ``profile``, ``schedule``, ``compensation`` (from ``strategy``), ``seed``,
+    ``device`` (resolved) and ``failure_policy`` (from ``reliability``).
     """
     check_split_config(cfg)
     s: Any = cfg.strategy
@@ -133,6 +133,7 @@ def split_kwargs(cfg: Any) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "device": resolve_device(str(cfg.get("device", "cpu"))),
         "failure_policy": FailurePolicy.from_config(cfg),
+        **schedule_kwargs(cfg),
     }
 
 

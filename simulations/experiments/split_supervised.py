@@ -95,7 +95,8 @@ def reference(cfg: DictConfig, **kwargs: Any) -> ReferenceResult:
     torch.set_num_threads(int(cfg.num_threads))
     server = supervised_server(cfg)
     clients = [supervised_device(cfg, p) for p in range(server.num_clients)]
-    keys = ("rounds", "batch_size", "steps_per_message", "eval_batch_size", "seed", "drop_last")
+    keys = ("rounds", "batch_size", "steps_per_message", "eval_batch_size", "seed", "drop_last",
+            "schedule", "compensation")  # fmt: skip
     args: dict[str, Any] = {key: k[key] for key in keys}
     args["device"] = k["device"]
     args.update(kwargs)
@@ -198,7 +199,7 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
         "rounds": len(results.rows),
         "steps_per_message": strategy.steps_per_message,
         "snr_db": snr,
-        "clients": [c.describe() for c in strategy.clients],
+        "clients": [c.label for c in strategy.clients],  # partition:role (node IDs are random)
         "final_test_accuracy": last["test_accuracy"],
         "best_test_accuracy": max(r["test_accuracy"] for r in results.rows),
         "final_train_accuracy": last["train_accuracy"],
