@@ -18,6 +18,12 @@ cartesian product is run, one ``semcom-run`` (one Flower run) per point. Results
 
 All points are validated before the first run starts. A failed point is recorded and the
 sweep goes on; the command exits 1 if any point failed.
+
+``semcom-sweep --resume SWEEP_DIR`` continues a stopped or killed sweep with the arguments it
+was started with (``sweep_args.json``): a point that finished ``ok`` (``runs/<NNN>/point.json``)
+is kept as it is, a point whose run left a checkpoint is continued with ``semcom-run --resume``,
+every other point runs again; ``sweep.csv`` then equals an uninterrupted sweep's (wall times
+aside).
 """
 
 from __future__ import annotations
@@ -110,6 +116,21 @@ def find_summary(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def point_command(run_dir: Path, experiment: str, overrides: str) -> list[str]:
+    """``semcom-run`` arguments of one point: ``--resume`` of its unfinished run when that run
+    left a checkpoint (``run.json``), else a new run."""
+    from flwr_semcom.checkpoint import CHECKPOINT_NAME, RUN_FILE
+
+    started = [
+        f.parent
+        for f in sorted(run_dir.glob(f"*/*/{RUN_FILE}"))
+        if (f.parent / CHECKPOINT_NAME).is_file()
+    ]
+    if started:
+        return ["--resume", str(started[-1])]
+    return ["--experiment", experiment, "--overrides", overrides]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="semcom-sweep", description=__doc__.split("\n")[0])
     p.add_argument(
@@ -123,7 +144,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metric", default=None, help="summary.json key to plot (dotted)")
     p.add_argument("--output-dir", default=None, help="default: <paths.output_dir>/sweeps")
     p.add_argument("--launcher-args", default="", help="extra semcom-run options, quoted")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="SWEEP_DIR",
+        help="continue this sweep folder with its own arguments (finished points are kept)",
+    )
     args = p.parse_args(argv)
+    resume = Path(args.resume).resolve() if args.resume else None
+    if resume is not None:
+        if args.words or args.experiment or args.overrides:
+            print("error: --resume continues a sweep with its own arguments", file=sys.stderr)
+            return 2
+        try:
+            saved = json.loads((resume / "sweep_args.json").read_text())
+        except (OSError, ValueError) as err:
+            print(f"error: --resume: {resume}/sweep_args.json: {err}", file=sys.stderr)
+            return 2
+        for key in ("words", "experiment", "overrides", "metric", "output_dir", "launcher_args"):
+            setattr(args, key, saved[key])
 
     from flwr_semcom.config import ConfigError, compose_config, split_overrides
     from flwr_semcom.run_config import rename_error, sweep_overrides
@@ -147,25 +186,25 @@ def main(argv: list[str] | None = None) -> int:
     from flwr_semcom.accounting import atomic_write
     from flwr_semcom.results import Results, new_run_dir, plot_lines
 
-    sweep_dir = new_run_dir(out_root, args.experiment)
+    sweep_dir = resume or new_run_dir(out_root, args.experiment)
     results = Results(sweep_dir, metrics_name="sweep")
-    with atomic_write(sweep_dir / "sweep_args.json") as fh:
-        json.dump(vars(args), fh, indent=1)
+    if resume is None:
+        with atomic_write(sweep_dir / "sweep_args.json") as fh:
+            json.dump(vars(args), fh, indent=1)
     print(f"[semcom-sweep] {len(points)} point(s) over {keys or 'no swept key'} → {sweep_dir}")
     failed = 0
     for i, point in enumerate(points):
         run_dir = sweep_dir / "runs" / f"{i:03d}"
+        done = run_dir / "point.json"
+        if done.is_file():
+            kept = json.loads(done.read_text())
+            if kept.get("status") == "ok":
+                print(f"[semcom-sweep] point {i + 1}/{len(points)}: finished already", flush=True)
+                results.add(kept)
+                continue
         overrides = shlex.join([*point, f"paths.output_dir={run_dir}"])
-        cmd = [
-            sys.executable,
-            "-m",
-            "simulations.launch",
-            "--experiment",
-            args.experiment,
-            "--overrides",
-            overrides,
-            *args.launcher_args.split(),
-        ]
+        how = point_command(run_dir, args.experiment, overrides)
+        cmd = [sys.executable, "-m", "simulations.launch", *how, *args.launcher_args.split()]
         t0 = time.monotonic()
         print(f"[semcom-sweep] point {i + 1}/{len(points)}: {' '.join(point)}", flush=True)
         rc = subprocess.run(cmd, cwd=PROJECT_ROOT).returncode
@@ -183,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         if summary is not None:
             row.update(flatten(json.loads(summary.read_text())))
         failed += rc != 0
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(done) as fh:
+            json.dump(row, fh, indent=1)
         results.add(row)
     metric = args.metric or next(
         (
