@@ -6,8 +6,8 @@
   bit, for both schedules.
 - ``replay`` at S = 1 is exact S = 1; for S > 1 it differs from ``exact``.
 - Hand-computed: on a linear device with plain SGD, one group of two batches gives
-  W₂ = W₁ - η (g₂ + λ/B (W₁ - W₀) x₂) x₂ᵀ; the batch-norm statistics after a group are those
-  of S = 1 (one update per batch, at the weights of that step).
+  W₂ = W₁ - η (g₂ + λ/B (W₁ - W₀) x₂) x₂ᵀ; the batch-norm statistics after a group are the
+  average of the group's batch statistics at the final weights.
 """
 
 from __future__ import annotations
@@ -127,7 +127,10 @@ def test_replay_at_one_step_per_message_is_exact_and_differs_for_s_above_one() -
     s3 = "strategy.steps_per_message=3"
     exact3 = _reference(compose_config("split_supervised", f"{TINY} {s3}"))
     replay3 = _reference(
-        compose_config("split_supervised", f"{TINY} {s3} strategy.schedule=replay")
+        compose_config(
+            "split_supervised",
+            f"{TINY} {s3} strategy.schedule=replay strategy.schedule_compensation=0",
+        )
     )
     comp3 = _reference(
         compose_config(
@@ -193,38 +196,40 @@ def test_replay_hand_values_on_a_linear_device() -> None:
     assert not torch.allclose(expected["exact"], expected["replay"])
 
 
-def test_replay_counts_batch_norm_once_per_batch_at_the_weights_of_its_step() -> None:
-    """After a group of two, the running statistics are those of S = 1: batch 1 forwarded at
-    W₀, batch 2 at W₁ (exact keeps batch 2's statistics at W₀, from the uplink forward)."""
+def test_replay_sets_batch_norm_statistics_to_the_group_average_at_the_final_weights() -> None:
+    """After a group of two, the running statistics are the plain average of the two batches'
+    statistics at the final weights W₂ (mean of means, mean of unbiased variances), computed by
+    hand here; ``exact`` keeps the statistics of the uplink forward at W₀. The batch counter
+    counts each batch once."""
     torch.manual_seed(1)
     w0, data = torch.randn(3, 4), torch.randn(4, 4)
     g = [{"z_hat": 10.0 * torch.randn(2, 3)} for _ in range(2)]
     plans = _plans()
-    results = {}
+    results, weights = {}, {}
     for schedule in ("exact", "replay"):
         task = _Task(_Linear(w0, bn=True), data)
         opt = task.make_optimizer(task.model.parameters())
         before = {k: v.clone() for k, v in task.model.named_buffers()}
         forward_batches(task, plans, True, CPU)  # the uplink forward of the group
-        apply_gradients(task, opt, plans, g, before, CPU, schedule=schedule)
+        apply_gradients(task, opt, plans, g, before, CPU, schedule=schedule, compensation=0.3)
         results[schedule] = {k: v.clone() for k, v in task.model.named_buffers()}
-    # S = 1 by hand: forward 1 at W₀, step, forward 2 at W₁
-    task = _Task(_Linear(w0, bn=True), data)
-    opt = task.make_optimizer(task.model.parameters())
-    before = {k: v.clone() for k, v in task.model.named_buffers()}
-    forward_batches(task, plans[:1], True, CPU)
-    apply_gradients(task, opt, plans[:1], g[:1], before, CPU)
-    forward_batches(task, plans[1:], True, CPU)
-    s1 = {k: v.clone() for k, v in task.model.named_buffers()}
-    assert _diff(results["replay"], s1) == 0.0
-    assert _diff(results["exact"], s1) > 1e-6  # batch 2 seen at W₀
+        weights[schedule] = task.model.state_dict()["w"].clone()
+    z = [data[p.ids] @ weights["replay"].T for p in plans]
+    mean = (z[0].mean(0) + z[1].mean(0)) / 2
+    var = (z[0].var(0, unbiased=True) + z[1].var(0, unbiased=True)) / 2
+    assert torch.allclose(results["replay"]["bn.running_mean"], mean, atol=1e-6)
+    assert torch.allclose(results["replay"]["bn.running_var"], var, atol=1e-5)
     assert int(results["replay"]["bn.num_batches_tracked"]) == 2
+    z_sent = [data[p.ids] @ w0.T for p in plans]  # exact: EMA (momentum 0.1) of the uplink
+    ema = 0.9 * (0.9 * torch.zeros(3) + 0.1 * z_sent[0].mean(0)) + 0.1 * z_sent[1].mean(0)
+    assert torch.allclose(results["exact"]["bn.running_mean"], ema, atol=1e-6)
+    assert int(results["exact"]["bn.num_batches_tracked"]) == 2
 
 
 def test_schedule_keys_are_checked() -> None:
     assert schedule_kwargs(compose_config("split_supervised", TINY)) == {
         "schedule": "exact",
-        "compensation": 0.0,
+        "compensation": 0.2,
     }
     for bad, msg in (
         ("strategy.schedule=stale", "strategy.schedule: invalid value 'stale'"),

@@ -78,7 +78,9 @@ def apply_gradients(
     of S = 1 would), and ``g_t + compensation / B_t · (ẑ_t(θ_{t-1}) - ẑ_t(θ_start))`` is
     back-propagated through it (``ẑ_t(θ_start)``, the features that were sent, is recomputed
     on copies; ``B_t`` is the batch's size). For the first batch of a group both schedules
-    take the same step.
+    take the same step. A group of two or more batches then sets the running statistics to
+    their average over the group's batches at the final weights (PreciseBN), so that they
+    match the weights the next evaluation uses; S = 1 is ``exact``.
     """
     if schedule == "replay":
         _apply_replay(task, optimizer, batches, grads, buffers_before, device, compensation)
@@ -159,6 +161,40 @@ def _apply_replay(
             named[n].grad = pg
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    if len(batches) >= 2:
+        _precise_statistics(task, batches, device)
+
+
+def _precise_statistics(
+    task: ClientTask, batches: Sequence[BatchPlan], device: torch.device
+) -> None:
+    """Batch-norm running statistics := the average over ``batches`` of their batch
+    statistics at the current weights (PreciseBN, Wu and Johnson 2021); the batch counters
+    keep their values."""
+    model = task.model
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    if not norms:
+        return
+    kept = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+        for m in norms
+    ]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    with torch.no_grad():
+        for b in batches:
+            torch.manual_seed(b.noise_seed)
+            xs = _to_device(task.inputs(b, True), device)
+            model(*xs, generator=_generator(b.noise_seed, device))
+    for m, (momentum, count) in zip(norms, kept):
+        m.momentum = momentum
+        if count is not None and m.num_batches_tracked is not None:
+            m.num_batches_tracked.copy_(count)
 
 
 def buffers_record(model: nn.Module) -> ArrayRecord:

@@ -22,7 +22,8 @@ Flower client (:mod:`flwr_semcom.split.client`, which uses ``torch.func.function
 buffers go back to their values before step 1, and batch ``t``'s gradient
 ``g_t + compensation / B_t · (ẑ_t(θ_{t-1}) - ẑ_t(θ_start))`` is back-propagated through a
 forward at the live weights θ_{t-1} (which updates the statistics); ``ẑ_t(θ_start)`` is
-recomputed on the frozen copy.
+recomputed on the frozen copy. A group of two or more batches then sets the running
+statistics to the average of the group's batch statistics at the final weights (PreciseBN).
 """
 
 from __future__ import annotations
@@ -104,6 +105,26 @@ def _replay_steps(
             p.grad = gp
         opt.step()
         opt.zero_grad(set_to_none=True)
+    if len(batches) < 2:
+        return
+    # PreciseBN over the group at the final weights: a fresh copy of the model accumulates the
+    # plain average of the batches' statistics; its statistics replace the live ones
+    fresh = copy.deepcopy(model)
+    norms = [
+        m
+        for m in fresh.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    with torch.no_grad():
+        for b in batches:
+            _forward(client, fresh, b, True, device)
+        live = dict(model.named_buffers())
+        for name, buf in fresh.named_buffers():
+            if not name.endswith("num_batches_tracked"):
+                live[name].copy_(buf)
 
 
 def run_reference(

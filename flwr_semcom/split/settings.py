@@ -140,7 +140,7 @@ def split_kwargs(cfg: Any) -> dict[str, Any]:
 def schedule_kwargs(cfg: Any) -> dict[str, Any]:
     """The client-step schedule of S > 1 (docs/schedules.md) from a composed config:
     ``schedule`` (``strategy.schedule``, default ``exact``) and ``compensation``
-    (``strategy.schedule_compensation``, default 0), as keyword arguments of
+    (``strategy.schedule_compensation``; 0 when absent), as keyword arguments of
     :func:`~flwr_semcom.split.reference.run_reference` and
     :func:`~flwr_semcom.split.compute.apply_gradients` (checked first)."""
     check_split_config(cfg)
