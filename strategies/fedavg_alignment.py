@@ -172,6 +172,9 @@ class FedAvgAlignment(FedAvg):
                 "; ".join(str(r.error.reason) for r in errors) or f"{len(replies)} of 2 replies"
             )
             raise RuntimeError(f"FedAvg alignment round {server_round} failed: {reasons}")
+        # transmitter first, whatever order the replies arrived in: the ledger rows and the
+        # average must not depend on it (issue #17 item 4, tests/test_determinism.py)
+        replies.sort(key=lambda r: self._role(r.metadata.src_node_id) != "transmitter")
         flops = []
         for rep in replies:
             self._count(

@@ -57,8 +57,8 @@ MD_WALL_ROW = "wall time"
 
 #: Node IDs as Flower draws them (random 64-bit numbers), two sets, listed in other orders.
 NODE_IDS = (
-    [2**63 - 25, 17, 2**40 + 3, 6_011_355_102_998_147_433],
-    [404, 2**62 + 1, 9_113_487_001, 3],
+    [2**63 - 25, 17, 2**40 + 3, 6_011_355_102_998_147_433, 88, 2**33],
+    [404, 2**62 + 1, 9_113_487_001, 3, 2**64 - 2, 7_000],
 )
 
 #: (experiment, overrides on top of its tiny config, files compared)
@@ -73,11 +73,12 @@ CASES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     # the README's main job (cosine lr, 10 % labels) on the same tiny data
     "main": ("main", f"{P1_TINY} pretrain.rounds=1 experiment.methods=[decur,supervised]", PAPER1),
-    # paper 1's FedAvg paths: two devices per modality, Barlow Twins' local Stage I averaged
-    # per modality, the FedAvg-per-modality alignment of Stage II
+    # paper 1's FedAvg paths: three devices per modality (a float32 sum of two is the same in
+    # either order; of three it is not), Barlow Twins' local Stage I averaged per modality,
+    # the FedAvg-per-modality alignment of Stage II
     "multimodal-fedavg": (
         "multimodal",
-        f"{P1_TINY} pretrain.rounds=1 strategy.rounds=1 data.devices_per_modality=2 "
+        f"{P1_TINY} pretrain.rounds=1 strategy.rounds=1 data.devices_per_modality=3 "
         "experiment.methods=[barlow_twins] experiment.target_accuracy=0.5 "
         "finetune.precise_bn_samples=0",
         PAPER1,
