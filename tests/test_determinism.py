@@ -183,12 +183,13 @@ def run_scrambled(
 def test_the_scrambled_grid_scrambles_ids_listing_and_reply_order() -> None:
     rc = {"experiment": "split_supervised", "overrides": ""}
     nodes = [{"partition-id": i, "num-partitions": 4} for i in range(4)]
-    grid = ScrambledGrid(nodes, rc, NODE_IDS[0], order_seed=0)
-    assert sorted(grid.get_node_ids()) == sorted(NODE_IDS[0])
+    ids = NODE_IDS[0][:4]
+    grid = ScrambledGrid(nodes, rc, ids, order_seed=0)
+    assert sorted(grid.get_node_ids()) == sorted(ids)
     listed = [grid.contexts[n].node_config["partition-id"] for n in grid.get_node_ids()]
     assert listed != [0, 1, 2, 3] and sorted(listed) == [0, 1, 2, 3]
     for node, ctx in grid.contexts.items():  # node i of the list serves partition i
-        assert NODE_IDS[0].index(node) == ctx.node_config["partition-id"]
+        assert ids.index(node) == ctx.node_config["partition-id"]
 
 
 @pytest.mark.parametrize("case", list(CASES))
