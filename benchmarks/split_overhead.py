@@ -22,13 +22,16 @@ Reported per S: every time and ratio of each repeat, and their median / min / ma
 (``spread``). The flat keys are medians: ``ratio`` = sim / reference epoch,
 ``ratio_vs_critical_path`` = sim epoch / reference critical path, ``ratio_vs_parallel`` =
 sim epoch / parallel epoch (what Flower costs over the same work run in parallel on the
-same cores), ``compute_inflation`` = the parallel run's client compute / the critical path's
-client compute (what running two clients at once on two cores costs the compute), and the
+same cores), ``ratio_parallel_vs_critical_path`` = parallel epoch / critical path (what
+running the two clients at once on two cores costs, nothing of Flower in it), and the
 simulation's ``profile``: epoch, clients' load / compute / save (Σ over exchanges of the
 slowest client), server steps, ``messaging_overhead_s`` = epoch − those, and per exchange,
 plus a per-exchange profile from stamps (``exchange_profile``: dispatch = push → handler
 entered, return = handler left → reply pulled, server step; ``client_processes`` gives the
 torch / OpenMP threads of the actors). Each run records ``os.getloadavg()`` before and after.
+``--variants warm cold`` adds simulations with run config ``warm-clients`` set, ``--kinds``
+runs a subset, ``--append`` adds repeats to the runs already in ``--out``. docs/performance.md
+reads the results.
 
 ``--accuracy`` runs the accuracy-cost study instead: the reference (equal to the Flower run,
 tests/test_split_equivalence.py) with the default small CNN for several rounds per S.
