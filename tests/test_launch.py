@@ -101,17 +101,19 @@ def test_node_check_runs_under_flwr_run_and_cleans_up(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_failed_run_exits_nonzero_and_cleans_up(tmp_path: Path) -> None:
+    # A run that passes pre-flight and fails inside Flower: a client raises in round 1 under
+    # the abort policy (too few SuperNodes is now refused before Flower starts, exit 2).
+    small = "data.num_samples=48 data.image_size=8 model.num_symbols=4 strategy.batch_size=6"
+    fault = "reliability.on_failure=abort reliability.fault.partition=1 reliability.fault.round=1"
     res = _launch(
         "--experiment",
-        "node_check",
-        "--num-supernodes",
-        "2",
+        "split_supervised",
         "--overrides",
-        f"experiment.num_nodes=3 experiment.wait=3 paths.output_dir={tmp_path}",
+        f"{small} strategy.rounds=1 {fault} paths.output_dir={tmp_path}",
         "--flwr-home",
         str(tmp_path / "flwr-home"),
     )
-    assert res.returncode == 1
+    assert res.returncode == 1, res.stdout + res.stderr
     assert "finished:failed" in res.stdout
     assert processes_with_flwr_home(tmp_path / "flwr-home") == []
 
