@@ -376,3 +376,25 @@ def test_the_relay_sends_only_its_message_types_unless_the_worker_holds_state(
     mod(_query("count"), off, call_next)  # switched off: everything here
     assert here == ["query.other", "query.count"]
     assert not relay.has_live_state(off)
+
+
+def test_sweep_removes_the_files_of_dead_workers_only(
+    worker: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    import socket
+
+    live_path = worker[0]
+    directory = live_path.parent
+    old = time.time() - 3600
+    for name in ("dead", "young"):  # a socket file nobody listens on (its worker was killed)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(directory / f"{name}.sock"))
+        s.close()
+        for suffix in (".lock", ".log"):
+            (directory / f"{name}{suffix}").touch()
+    os.utime(directory / "dead.sock", (old, old), follow_symlinks=False)
+    os.utime(live_path, (old, old), follow_symlinks=False)
+    assert relay.sweep(directory) == 1
+    left = sorted(p.name for p in directory.iterdir())
+    assert left == ["w.sock", "young.lock", "young.log", "young.sock"]  # live and young stay
+    assert call_worker(live_path, _query("count"), _ctx()).content.config_records["info"]["n"] == 1

@@ -62,6 +62,7 @@ __all__ = [
     "run_worker_hooks",
     "send_frame",
     "set_worker_mode",
+    "sweep",
     "worker_dir",
     "worker_socket",
 ]
@@ -189,8 +190,31 @@ def _threads() -> int:
     return int(torch.get_num_threads()) if torch is not None else 1
 
 
+def sweep(directory: Path, min_age_s: float = 60.0) -> int:
+    """Remove the files of dead workers from ``directory`` (a socket older than ``min_age_s``
+    that refuses connections, with its ``.lock`` and ``.log``: Ray kills an actor's child
+    processes with SIGKILL when the simulation ends, so they cannot clean up); return how many
+    sockets were removed."""
+    removed = 0
+    for sock_path in directory.glob("*.sock"):
+        try:
+            if time.time() - sock_path.lstat().st_mtime < min_age_s:
+                continue
+        except FileNotFoundError:
+            continue
+        sock = _connect(sock_path)
+        if sock is not None:
+            sock.close()
+            continue
+        for suffix in (".sock", ".lock", ".log"):
+            sock_path.with_suffix(suffix).unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def _spawn(path: Path, app_ref: str) -> socket.socket:
     """Start the worker of ``path`` (under a lock: one spawner per node) and connect."""
+    sweep(path.parent)
     with open(path.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sock = _connect(path)

@@ -109,8 +109,11 @@ def _handle(app: ClientApp, conn: socket.socket) -> None:
     if _peer_uid(conn) != os.getuid():
         log(ERROR, "worker: refused a connection of another user")
         return
-    send_frame(conn, {"protocol": PROTOCOL, "code": code_version(), "pid": os.getpid()})
-    request = recv_frame(conn, 60.0)
+    try:
+        send_frame(conn, {"protocol": PROTOCOL, "code": code_version(), "pid": os.getpid()})
+        request = recv_frame(conn, 60.0)
+    except ConnectionError:  # a probe (the relay's sweep): connected and left
+        return
     if not isinstance(request, dict) or request.get("kind") != "call":
         return
     send_frame(conn, _execute(app, request))
