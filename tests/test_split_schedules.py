@@ -19,13 +19,16 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from flwr_semcom.client_app import app as client_app
 from flwr_semcom.config import ConfigError, compose_config
+from flwr_semcom.inprocess import InProcessGrid
 from flwr_semcom.paper1.stage2 import supervised_device, supervised_server
 from flwr_semcom.split import BatchPlan, ClientTask
 from flwr_semcom.split.compute import apply_gradients, forward_batches
 from flwr_semcom.split.reference import ReferenceResult, run_reference
 from flwr_semcom.split.schedule import client_plans, derive_seed, group, train_batches
-from flwr_semcom.split.settings import check_split_config, schedule_kwargs
+from flwr_semcom.split.settings import check_split_config, schedule_kwargs, split_kwargs
+from strategies.split_training import SplitTraining, server_state
 
 TINY = (
     "data.num_samples=48 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
@@ -111,6 +114,33 @@ def test_client_compute_equals_reference_bit_for_bit(extra: str) -> None:
     for p in (0, 1):
         assert _diff(clients[p], ref.client_states[p]) == 0.0
     assert _diff(server, ref.server_state) == 0.0
+
+
+def test_flower_run_equals_reference_under_replay() -> None:
+    """The Flower client (InProcessGrid: ClientApp, messages, records, context.state) under
+    ``replay`` equals the reference, and differs from the Flower run under ``exact``."""
+    overrides = (
+        f"{TINY} strategy.steps_per_message=3 strategy.schedule=replay "
+        "strategy.schedule_compensation=0.7"
+    )
+    results = {}
+    for ov in (overrides, f"{TINY} strategy.steps_per_message=3"):
+        cfg = compose_config("split_supervised", ov)
+        torch.set_num_threads(1)
+        nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
+        grid = InProcessGrid(client_app, nodes, {"experiment": "split_supervised", "overrides": ov})
+        strategy = SplitTraining(
+            supervised_server(cfg), client_task="rgbd_supervised", **split_kwargs(cfg)
+        )
+        strategy.start(grid)
+        results[ov] = (strategy.fetch_client_states(grid), server_state(strategy))
+    clients, server = results[overrides]
+    ref = _reference(compose_config("split_supervised", overrides))
+    for p in (0, 1):
+        assert _diff(clients[p], ref.client_states[p]) <= 1e-5
+    assert _diff(server, ref.server_state) <= 1e-5
+    exact_clients, _ = results[f"{TINY} strategy.steps_per_message=3"]
+    assert _diff(clients[0], exact_clients[0]) > 1e-4
 
 
 def test_replay_at_one_step_per_message_is_exact_and_differs_for_s_above_one() -> None:
