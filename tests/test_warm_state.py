@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _messages import received  # tests/ is on sys.path
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from flwr_semcom.guard import NonFiniteError
@@ -31,7 +32,6 @@ from flwr_semcom.split.protocol import (
     unpack_tensors,
 )
 from flwr_semcom.split.schedule import BatchPlan, client_plans, eval_batches, group, train_batches
-from _messages import received  # tests/ is on sys.path
 
 OVERRIDES = (
     "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
