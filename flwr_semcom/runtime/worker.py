@@ -122,16 +122,20 @@ def _handle(app: ClientApp, conn: socket.socket) -> None:
 def serve(app: ClientApp, path: Path, *, owner_pid: int = 0, idle_timeout: float = 0.0) -> str:
     """Serve ``app`` on the Unix socket ``path`` until the owner is gone or idle; return why."""
     private_dir(path.parent)
-    path.unlink(missing_ok=True)
+    # bind + listen under a temporary name, then rename: a client never sees the socket
+    # file before it accepts connections (a connect between bind and listen is refused)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
-        server.bind(str(path))
+        server.bind(str(tmp))
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
-    inode = path.stat().st_ino
+    os.chmod(tmp, 0o600)
     server.listen(8)
+    os.replace(tmp, path)
+    inode = path.stat().st_ino
     server.settimeout(1.0)
     log(INFO, "worker %d: serving %s (code %s)", os.getpid(), path, code_version())
     last = time.monotonic()
