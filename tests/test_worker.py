@@ -25,6 +25,7 @@ from flwr.clientapp import ClientApp
 
 from flwr_semcom.runtime import relay
 from flwr_semcom.runtime.relay import WorkerError, call_worker
+from flwr_semcom.runtime.wire import pid_alive
 from flwr_semcom.split.protocol import TRAIN_STEP, config_record, encode_plan
 from flwr_semcom.split.schedule import BatchPlan
 
@@ -342,9 +343,9 @@ def test_a_spawned_worker_exits_at_once_when_its_spawner_is_killed(sock_dir: Pat
         spawner.kill()
         spawner.wait(10)
         deadline = time.monotonic() + 5
-        while relay._pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not relay._pid_alive(pid), "the worker outlived its spawner"
+        assert not pid_alive(pid), "the worker outlived its spawner"
         assert not path.exists()
     finally:
         spawner.kill()

@@ -44,6 +44,7 @@ from flwr_semcom.runtime.wire import (
     PROTOCOL,
     WorkerError,
     code_version,
+    pid_alive,
     private_dir,
     recv_frame,
     send_frame,
@@ -162,16 +163,6 @@ def _in_ray_actor() -> bool:
     worker = sys.modules.get("ray._private.worker")
     mode = getattr(getattr(worker, "global_worker", None), "mode", None)
     return worker is not None and mode == getattr(worker, "WORKER_MODE", 1)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _connect(path: Path) -> socket.socket | None:
@@ -299,7 +290,7 @@ def call_worker(
                 "context": (*ctx, dict(context.run_config)),
             }
             send_frame(sock, request)
-            answer = recv_frame(sock, timeout, alive=lambda: _pid_alive(pid))
+            answer = recv_frame(sock, timeout, alive=lambda: pid_alive(pid))
         except (ConnectionError, TimeoutError, OSError, EOFError, pickle.PickleError) as err:
             raise WorkerError(
                 f"{where}: the worker on {path} failed ({err}); its live state is lost"

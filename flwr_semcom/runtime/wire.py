@@ -17,7 +17,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROTOCOL", "WorkerError", "code_version", "private_dir", "recv_frame", "send_frame"]
+__all__ = [
+    "PROTOCOL",
+    "WorkerError",
+    "code_version",
+    "pid_alive",
+    "private_dir",
+    "recv_frame",
+    "send_frame",
+]
 
 PROTOCOL = 1
 _HEADER = struct.Struct(">Q")
@@ -91,3 +99,14 @@ def private_dir(path: Path) -> None:
             f"worker directory {path} must belong to uid {os.getuid()} with mode 0700 "
             f"(has uid {st.st_uid}, mode {oct(st.st_mode & 0o777)})"
         )
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0; a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -41,7 +41,14 @@ from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
 from flwr_semcom.runtime.relay import run_worker_hooks, set_worker_mode
-from flwr_semcom.runtime.wire import PROTOCOL, code_version, private_dir, recv_frame, send_frame
+from flwr_semcom.runtime.wire import (
+    PROTOCOL,
+    code_version,
+    pid_alive,
+    private_dir,
+    recv_frame,
+    send_frame,
+)
 
 __all__ = ["load_app", "main", "serve"]
 
@@ -57,18 +64,6 @@ def load_app(ref: str) -> ClientApp:
     if not isinstance(app, ClientApp):
         raise ValueError(f"--app {ref!r} is not a flwr ClientApp ({type(app).__name__})")
     return app
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _watch_pipe(fd: int) -> None:
@@ -145,7 +140,7 @@ def serve(app: ClientApp, path: Path, *, owner_pid: int = 0, idle_timeout: float
             try:
                 conn, _ = server.accept()
             except TimeoutError:
-                if not _alive(owner_pid):
+                if owner_pid > 0 and not pid_alive(owner_pid):
                     why = f"owner process {owner_pid} is gone"
                 elif idle_timeout > 0 and time.monotonic() - last > idle_timeout:
                     why = f"idle for {idle_timeout:g} s"
