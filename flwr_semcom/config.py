@@ -112,6 +112,7 @@ RULES.update(
         "data.num_samples": if_present(int_range(2, 10_000_000)),
         "data.image_size": if_present(int_range(8, 512)),
         "data.label_fraction": if_present(float_range(0.0, 1.0, lo_open=True)),
+        "data.val_fraction": if_present(float_range(0.0, 0.5)),
         "data.devices_per_modality": if_present(int_range(1, 1024)),
         "data.modalities": Rule(
             lambda v: isinstance(v, list) and len(v) > 0 and all(m in ("rgb", "depth") for m in v),

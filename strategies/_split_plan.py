@@ -84,14 +84,18 @@ class EvalPlan:
     plans: list[list[list[BatchPlan]]]  # [client][chunk][batch]
     chunk: int = 0
     sums: dict[str, float] = field(default_factory=dict)
+    #: metric prefix: ``test`` (``test_loss``, ``test_accuracy``, ``eval_time_s``) or ``val``
+    #: (``val_loss``, ``val_accuracy``, ``val_eval_time_s``)
+    prefix: str = "test"
 
     def metrics(self, eval_time_s: float) -> dict[str, float]:
-        """Test loss and accuracy of the finished evaluation."""
+        """Loss and accuracy of the finished evaluation."""
         n = max(self.sums.get("n", 0.0), 1.0)
+        p = self.prefix
         return {
-            "test_loss": self.sums.get("loss_sum", 0.0) / n,
-            "test_accuracy": self.sums.get("correct", 0.0) / n,
-            "eval_time_s": eval_time_s,
+            f"{p}_loss": self.sums.get("loss_sum", 0.0) / n,
+            f"{p}_accuracy": self.sums.get("correct", 0.0) / n,
+            "eval_time_s" if p == "test" else f"{p}_eval_time_s": eval_time_s,
         }
 
 
@@ -128,18 +132,21 @@ def plan_eval(
     batches_per_message: int,
     seed: int,
     num_clients: int,
+    prefix: str = "test",
 ) -> EvalPlan | None:
     """Plan the evaluation of ``test_ids`` (every round under the same noise); ``None`` if
-    there is nothing to evaluate."""
+    there is nothing to evaluate. ``prefix`` ``"val"``: the validation IDs, whose channel
+    noise is its own stream (noise stage ``"val"``; the test's is ``"eval"``)."""
     batches = eval_batches(test_ids, batch_size)
     if not batches:
         return None
     per = batches_per_message or len(batches)
+    stage = "eval" if prefix == "test" else prefix
     plans = [
-        group(client_plans(batches, c, seed=seed, stage="eval", round_=0), per)
+        group(client_plans(batches, c, seed=seed, stage=stage, round_=0), per)
         for c in range(num_clients)
     ]
-    return EvalPlan(group(batches, per), plans)
+    return EvalPlan(group(batches, per), plans, prefix=prefix)
 
 
 def add_sums(sums: dict[str, float], stats: dict[str, float]) -> None:

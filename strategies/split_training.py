@@ -9,14 +9,15 @@ returns ∂L/∂ẑ^m to every device. Server model and loss: a :class:`~flwr_se
 One Flower round is one pass over the aligned training IDs, cut into batches of
 ``batch_size`` and groups of S = ``steps_per_message`` batches: exchange j (j = 0..G) sends
 every client the gradients of group j-1 and the plan of group j, then the server takes one step
-per batch of group j on the replies. After the pass the test set goes through
-``evaluate.split_forward`` (no gradients).
+per batch of group j on the replies. After the pass the test set, then the validation set
+(``server_task.val_ids``, if any), go through ``evaluate.split_forward`` (no gradients).
 
 ``start()`` is overridden: a split round is G + 1 dependent exchanges (Flower's ``start``
 does one ``send_and_receive`` per round). The hooks keep their Flower roles (``configure_*``
 build the messages of the next exchange / evaluation chunk, ``aggregate_*`` run the server
 steps on the replies). Planning and round metrics: :mod:`strategies._split_plan`; discovery
-and checkpoints :mod:`strategies._split_nodes`; uplinks :mod:`strategies._split_uplinks`.
+and checkpoints :mod:`strategies._split_nodes`; uplinks :mod:`strategies._split_uplinks`;
+evaluation (test, then validation) :mod:`strategies._split_eval`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from flwr_semcom.split.protocol import (
 )
 from flwr_semcom.split.schedule import derive_seed
 from flwr_semcom.split.tasks import ServerTask
+from strategies._split_eval import evaluate_round
 from strategies._split_nodes import SplitNodes, server_state
 from strategies._split_plan import (
     EvalPlan,
@@ -58,7 +60,6 @@ from strategies._split_plan import (
     check_arguments,
     finish_round,
     log_summary,
-    plan_eval,
     plan_pass,
     schedule_values,
 )
@@ -327,26 +328,8 @@ class SplitTraining(SplitNodes, Strategy):
         return p.metrics(time.perf_counter() - t0)
 
     def evaluate_round(self, grid: Grid, server_round: int) -> dict[str, float]:
-        """Evaluate the test IDs through ``evaluate.split_forward``; return metrics."""
-        t0 = time.perf_counter()
-        e = plan_eval(
-            self.server.test_ids,
-            batch_size=self.eval_batch_size,
-            batches_per_message=self.eval_per_message,
-            seed=self.seed,
-            num_clients=len(self.clients),
-        )
-        if e is None:
-            return {}
-        self._eval = e
-        while e.chunk < len(e.chunks):
-            msgs = list(self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid))
-            where = f"evaluation chunk {e.chunk}"
-            self.aggregate_evaluate(
-                server_round, self._deliver(grid, msgs, "eval", server_round, where)
-            )
-        self._eval = None
-        return e.metrics(time.perf_counter() - t0)
+        """Evaluate the test IDs, then the task's ``val_ids`` (:mod:`strategies._split_eval`)."""
+        return evaluate_round(self, grid, server_round)
 
     def start(
         self,

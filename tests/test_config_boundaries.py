@@ -181,6 +181,7 @@ ROWS: list[Row] = [
     entry("data.test_fraction", SS, nums(("1e-12", "0.9999999"), ("0", "-0.1", "1", "1.0000001"))),
     entry("data.test_fraction", SLF, nums(("1e-12", "0.9999999"), ("0", "1", "1.0000001"))),
     entry("data.label_fraction", SS, UNIT_OPEN_LOW),
+    entry("data.val_fraction", MM, nums(("0", "0.5"), ("-1e-12", "0.5000001", "1"))),
     entry("data.devices_per_modality", SS, ints(1, 1024)),
     entry(
         "data.modalities",

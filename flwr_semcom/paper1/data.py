@@ -5,9 +5,13 @@ a fraction keeps its labels (``data.label_fraction``); Stage I is label-free, so
 **every** training scene (labelled or not), Stage II only the labelled ones. The split and the
 labelled subset come from paper 1's RGB-D helpers (:mod:`flwr_semcom.paper1.rgbd`: seeded stratified
 split, then a stratified subset), so Stage II here sees exactly the scenes of the
-``split_supervised`` experiment. With ``data.devices_per_modality`` = D > 1 the training IDs
-are cut into D aligned shards (:func:`flwr_semcom.data.partition.vertical_partition`):
-devices ``rgb-k`` and ``depth-k`` hold shard k.
+``split_supervised`` experiment. The validation scenes (``data.val_fraction``, model selection
+only; :func:`~flwr_semcom.paper1.rgbd.validation_split`) are training scenes not labelled for
+Stage II, so Stage II trains on the same scenes with or without them (unless too few scenes
+are unlabelled, e.g. ``data.label_fraction`` 1: then they leave the labelled set). With
+``data.devices_per_modality`` = D > 1 the training IDs are cut into D aligned shards
+(:func:`flwr_semcom.data.partition.vertical_partition`): devices ``rgb-k`` and ``depth-k``
+hold shard k.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from omegaconf import DictConfig
 
 from flwr_semcom.data.partition import vertical_partition
 from flwr_semcom.data.splits import stratified_split
-from flwr_semcom.paper1.rgbd import labelled_subset, load_labels
+from flwr_semcom.paper1.rgbd import labelled_subset, load_labels, validation_split
 from flwr_semcom.rules import ConfigError
 
 __all__ = [
@@ -30,12 +34,14 @@ __all__ = [
     "partition_role",
     "shard_of",
     "stage_ids",
+    "val_fraction",
 ]
 
 
 @dataclass(frozen=True)
 class StageIds:
-    """Training (all, label-free), labelled training and test IDs, and the shards.
+    """Training (all, label-free), labelled training and test IDs, the shards and the
+    validation IDs (empty with ``data.val_fraction`` 0).
 
     ``shards[k]`` are the training IDs of devices ``rgb-k`` / ``depth-k`` and
     ``labelled_shards[k]`` their labelled part.
@@ -46,6 +52,7 @@ class StageIds:
     test: torch.Tensor
     shards: list[torch.Tensor]
     labelled_shards: list[torch.Tensor]
+    val: torch.Tensor
 
 
 def stage_ids(cfg: DictConfig) -> StageIds:
@@ -54,6 +61,7 @@ def stage_ids(cfg: DictConfig) -> StageIds:
     seed = int(cfg.seed)
     train, test = stratified_split(labels, float(cfg.data.test_fraction), seed)
     labelled = labelled_subset(train, labels, float(cfg.data.label_fraction), seed)
+    val, labelled = validation_split(train, labelled, labels, val_fraction(cfg), seed)
     dpm = int(cfg.data.devices_per_modality)
     parts = vertical_partition(train, list(cfg.data.modalities), dpm, seed)
     shards = [next(p.ids for p in parts if p.shard == k) for k in range(dpm)]
@@ -61,7 +69,12 @@ def stage_ids(cfg: DictConfig) -> StageIds:
     labelled_shards = [
         torch.tensor([i for i in s.tolist() if i in lab], dtype=torch.int64) for s in shards
     ]
-    return StageIds(train, labelled, test, shards, labelled_shards)
+    return StageIds(train, labelled, test, shards, labelled_shards, val)
+
+
+def val_fraction(cfg: DictConfig) -> float:
+    """``data.val_fraction`` (0 when absent: no validation scenes)."""
+    return float(cfg.data.get("val_fraction", 0.0) or 0.0)
 
 
 def num_devices(cfg: DictConfig) -> int:

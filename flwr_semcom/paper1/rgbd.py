@@ -38,6 +38,7 @@ __all__ = [
     "num_clients",
     "scheduled_lr",
     "set_lr",
+    "validation_split",
 ]
 
 ANALOG_CHANNELS = ("awgn", "rayleigh", "ideal")
@@ -139,6 +140,50 @@ def labelled_subset(
         k = max(1, int(round(members.shape[0] * fraction)))
         keep.append(members[torch.randperm(members.shape[0], generator=g)[:k]])
     return torch.sort(torch.cat(keep)).values
+
+
+def validation_split(
+    train: torch.Tensor, labelled: torch.Tensor, labels: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validation scenes for model selection: ``(val, labelled)`` (both sorted).
+
+    Per class c with n_c training scenes, k_c = max(1, round(n_c · ``fraction``)) scenes are
+    drawn (seeded by ``(seed, "val-split")``, a stream no other draw uses) from the training
+    scenes *not* labelled for Stage II; ``labelled`` is returned unchanged, so Stage II trains
+    on exactly the scenes it trains on without validation. When some class has fewer than k_c
+    unlabelled scenes (e.g. ``data.label_fraction`` = 1), the validation scenes are carved out
+    of the labelled ones instead (k_c ≤ l_c - 1: every class keeps a labelled scene) and
+    ``labelled`` loses them. ``fraction`` 0: no validation scenes.
+    """
+    if not 0.0 <= fraction <= 0.5:
+        raise ConfigError(f"data.val_fraction: {fraction} out of range; expected [0, 0.5]")
+    empty = torch.zeros(0, dtype=torch.int64)
+    if fraction == 0.0:
+        return empty, labelled
+    g = torch.Generator().manual_seed(derive_seed(seed, "val-split"))
+    is_lab = torch.zeros(int(labels.shape[0]), dtype=torch.bool)
+    is_lab[labelled] = True
+    y = labels[train]
+    classes = torch.unique(y).tolist()
+    want = {c: max(1, int(round(int((y == c).sum()) * fraction))) for c in classes}
+    pool_of = {c: train[(y == c) & ~is_lab[train]] for c in classes}
+    from_labelled = any(pool_of[c].shape[0] < want[c] for c in classes)
+    picks: list[torch.Tensor] = []
+    for c in classes:
+        pool = train[(y == c) & is_lab[train]] if from_labelled else pool_of[c]
+        k = min(want[c], pool.shape[0] - 1) if from_labelled else want[c]
+        if k < 1:
+            raise ConfigError(
+                f"data.val_fraction: {fraction} leaves class {c} without a labelled or a "
+                "validation scene; raise data.label_fraction or set data.val_fraction: 0"
+            )
+        picks.append(pool[torch.randperm(pool.shape[0], generator=g)[:k]])
+    val = torch.sort(torch.cat(picks)).values
+    if from_labelled:
+        keep = torch.ones(int(labels.shape[0]), dtype=torch.bool)
+        keep[val] = False
+        labelled = labelled[keep[labelled]]
+    return val, labelled
 
 
 def channel_kwargs(cfg: DictConfig) -> dict[str, Any]:

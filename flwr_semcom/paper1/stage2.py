@@ -32,7 +32,7 @@ from flwr_semcom.channels import build_channel
 from flwr_semcom.models.decoder import ServerDecoder
 from flwr_semcom.models.transmitter import build_transmitter
 from flwr_semcom.paper1.augment import AugmentConfig, augment_view
-from flwr_semcom.paper1.data import device_modality, stage_ids
+from flwr_semcom.paper1.data import device_modality, stage_ids, val_fraction
 from flwr_semcom.paper1.models import build_ssl_transmitter
 from flwr_semcom.paper1.progress import Progress
 from flwr_semcom.paper1.rgbd import (
@@ -45,6 +45,7 @@ from flwr_semcom.paper1.rgbd import (
     modality_of,
     num_clients,
     scheduled_lr,
+    validation_split,
 )
 from flwr_semcom.paper1.settings import encoder_kwargs, ssl_settings
 from flwr_semcom.rules import resolve_device
@@ -120,19 +121,23 @@ def supervised_device(cfg: DictConfig, partition_id: int) -> DeviceTask:
 def supervised_server(cfg: DictConfig) -> DecoderServer:
     """The server of ``split_supervised``: decoder g on concat ẑ with SGD, the labels, the
     train IDs (a stratified labelled subset of ``data.label_fraction`` of the seeded stratified
-    training split) and the test IDs."""
+    training split), the test IDs and the validation IDs (``data.val_fraction``,
+    :func:`~flwr_semcom.paper1.rgbd.validation_split`)."""
     from flwr_semcom.data.splits import stratified_split
 
     clients = num_clients(cfg)
     labels, num_classes = load_labels(cfg)
-    train, test = stratified_split(labels, float(cfg.data.test_fraction), int(cfg.seed))
-    train = labelled_subset(train, labels, float(cfg.data.label_fraction), int(cfg.seed))
+    seed = int(cfg.seed)
+    train, test = stratified_split(labels, float(cfg.data.test_fraction), seed)
+    labelled = labelled_subset(train, labels, float(cfg.data.label_fraction), seed)
+    val, labelled = validation_split(train, labelled, labels, val_fraction(cfg), seed)
     decoder = _decoder(cfg, clients, num_classes)
     server = DecoderServer(
         decoder,
         labels,
-        train_ids=train,
+        train_ids=labelled,
         test_ids=test,
+        val_ids=val,
         num_clients=clients,
         optimizer=make_sgd(decoder.parameters(), cfg.strategy),
         lr_schedule=partial(scheduled_lr, cfg.strategy),
@@ -242,6 +247,7 @@ def finetune_server(
         labels,
         train_ids=ids.labelled if train_ids is None else train_ids,
         test_ids=ids.test,
+        val_ids=ids.val,
         num_clients=n,
         optimizer=optimizer or make_sgd(model.parameters(), cfg.strategy),
         lr_schedule=partial(scheduled_lr, cfg.strategy),

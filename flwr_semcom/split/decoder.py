@@ -53,6 +53,8 @@ class DecoderServer(ServerTask):
         int64 ``[N]``: the label of every sample ID.
     train_ids, test_ids
         Sample IDs of the training pass and of the evaluation.
+    val_ids
+        Sample IDs of the validation set (evaluated after the test IDs; default: none).
     num_clients
         Devices whose uplinks form one batch (partition IDs ``0..num_clients-1``).
     optimizer
@@ -75,6 +77,7 @@ class DecoderServer(ServerTask):
         | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         lr_schedule: Callable[[int], float] | None = None,
         uplink: str = "z_hat",
+        val_ids: torch.Tensor | None = None,
     ) -> None:
         if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
             raise ValueError(f"num_clients must be an integer >= 1, got {num_clients!r}")
@@ -82,6 +85,7 @@ class DecoderServer(ServerTask):
         self.labels = labels
         self.train_ids = torch.as_tensor(train_ids, dtype=torch.int64)
         self.test_ids = torch.as_tensor(test_ids, dtype=torch.int64)
+        self.val_ids = torch.as_tensor([] if val_ids is None else val_ids, dtype=torch.int64)
         self.num_clients = num_clients
         self.optimizer = (
             optimizer

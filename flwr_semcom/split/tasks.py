@@ -94,6 +94,9 @@ class ServerTask(ABC):
         How many clients (partition IDs ``0..num_clients-1``) the task expects.
     train_ids, test_ids
         int64 sample IDs of the training pass and of the evaluation.
+    val_ids
+        int64 sample IDs of the validation set (model selection), evaluated after the test
+        IDs each round (metrics ``val_loss`` / ``val_accuracy``); empty (the default): none.
     """
 
     model: nn.Module
@@ -101,6 +104,7 @@ class ServerTask(ABC):
     num_clients: int
     train_ids: torch.Tensor
     test_ids: torch.Tensor
+    val_ids: torch.Tensor = torch.zeros(0, dtype=torch.int64)
 
     @abstractmethod
     def loss(

@@ -74,6 +74,8 @@ class RunLog:
             "loss": metrics.get("loss", math.nan),
             "train_accuracy": metrics.get("train_accuracy", math.nan),
             "test_accuracy": metrics.get("test_accuracy", math.nan),
+            "val_loss": metrics.get("val_loss", math.nan),
+            "val_accuracy": metrics.get("val_accuracy", math.nan),
             **bits,
             "bits": 8 * (bits["up_bytes"] + bits["down_bytes"]),
             "grad_norm_mean": metrics.get("grad_norm_mean", math.nan),

@@ -16,7 +16,21 @@ from typing import Any
 
 from flwr_semcom.accounting import CommLedger
 
-__all__ = ["stage_bits", "summarize", "table"]
+__all__ = ["select_round", "stage_bits", "summarize", "table"]
+
+
+def select_round(rows: Sequence[dict[str, Any]]) -> tuple[int, float] | None:
+    """Model selection on the validation split: ``(round, val_accuracy)`` of the Stage II row
+    with the highest ``val_accuracy`` (the earliest on ties); ``None`` without a finite one.
+
+    Reads only ``round`` and ``val_accuracy``: no test metric enters the selection.
+    """
+    best: tuple[int, float] | None = None
+    for r in rows:
+        v = float(r.get("val_accuracy", math.nan))
+        if math.isfinite(v) and (best is None or v > best[1]):
+            best = (int(r["round"]), v)
+    return best
 
 
 def stage_bits(ledger: CommLedger, stage: str, max_round: int | None = None) -> dict[str, int]:
@@ -47,7 +61,10 @@ def summarize(
 
     The target accuracy is ``target_setting`` when given, else the supervised baseline's
     final Stage II accuracy, else the lowest final accuracy among the methods. A method
-    reaches it in the first Stage II round whose test accuracy is >= target - 1e-9.
+    reaches it in the first Stage II round whose test accuracy is >= target - 1e-9. Each
+    method's round is selected on the validation split (:func:`select_round`); its test
+    accuracy there and at the last round are the reported figures (``best_accuracy``, the
+    test maximum, is kept for comparison with older runs only).
     """
     finals: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -70,10 +87,17 @@ def summarize(
         ledger = ledgers.get(label, CommLedger())
         s1 = stage_bits(ledger, "pretrain")
         s2 = stage_bits(ledger, "finetune")
+        chosen = select_round(rs)
+        at_chosen = next((r for r in rs if chosen and int(r["round"]) == chosen[0]), None)
         out_methods[label] = {
             **info,
-            "best_accuracy": max(accs) if accs else None,
+            "val_selected_round": chosen[0] if chosen else None,
+            "val_accuracy_at_selected": chosen[1] if chosen else None,
+            "test_accuracy_at_val_selected": (
+                float(at_chosen["test_accuracy"]) if at_chosen is not None else None
+            ),
             "final_accuracy": accs[-1] if accs else None,
+            "best_accuracy": max(accs) if accs else None,  # test maximum: not a headline
             "finetune_rounds": len(rs),
             "stage2_rounds_to_target": int(reach["round"]) if reach else None,
             "stage2_bits_to_target": float(reach["bits"]) if reach else None,
@@ -96,9 +120,11 @@ def summarize(
 
 
 def table(summary: dict[str, Any]) -> list[str]:
-    """The log's closing table: one line per method, the target and the DeCUR ratio."""
+    """The log's closing table: one line per method (the validation-selected round, test
+    accuracy there and at the last round; never the test maximum), the target and the DeCUR
+    ratio."""
     head = (
-        f"{'method':<14}{'best acc':>9}{'final acc':>10}{'rounds→target':>15}"
+        f"{'method':<14}{'val round':>10}{'test@val':>9}{'final acc':>10}{'rounds→target':>15}"
         f"{'S-II bits→target':>18}{'S-I bits':>11}  status"
     )
     lines = [f"target accuracy {summary['target_accuracy']:.4f} ({summary['target_source']})", head]
@@ -108,7 +134,9 @@ def table(summary: dict[str, Any]) -> list[str]:
 
     for label, m in summary["methods"].items():
         lines.append(
-            f"{label:<14}{fmt(m['best_accuracy'], '.4f'):>9}{fmt(m['final_accuracy'], '.4f'):>10}"
+            f"{label:<14}{fmt(m.get('val_selected_round'), 'd'):>10}"
+            f"{fmt(m.get('test_accuracy_at_val_selected'), '.4f'):>9}"
+            f"{fmt(m['final_accuracy'], '.4f'):>10}"
             f"{fmt(m['stage2_rounds_to_target'], 'd'):>15}"
             f"{fmt(m['stage2_bits_to_target'], '.4g'):>18}{m['stage1_bits']:>11.4g}  {m['status']}"
         )
