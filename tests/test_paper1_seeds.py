@@ -179,3 +179,40 @@ def test_missing_baseline_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: seed 1") and "'supervised'" in err and "\n" not in err
     assert not (tmp_path / "paper1_seeds.json").exists()
+
+
+def test_val_selected_figures_and_paired_tests(tmp_path: Path) -> None:
+    """With a ``val_accuracy`` column: per seed, the test accuracy at the earliest round of
+    highest validation accuracy; the test accuracies never move the selection."""
+    val = {  # per seed: method -> validation accuracy in rounds 1-3
+        0: {"decur": [0.5, 0.9, 0.9], "supervised": [0.3, 0.4, 0.8]},
+        1: {"decur": [0.7, 0.6, 0.8], "supervised": [0.6, 0.7, 0.5]},
+        2: {"decur": [0.9, 0.8, 0.7], "supervised": [0.2, 0.5, 0.6]},
+    }
+    folders = []
+    for seed in (0, 1, 2):
+        folder = tmp_path / f"seed{seed}" / "main" / "20260101-000000"
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(f"seed: {seed}\n")
+        lines = ["method,stage,round,test_accuracy,val_accuracy,bits\n"]
+        for method in ("decur", "supervised"):
+            for r in (1, 2, 3):
+                test = CURVES[seed][method][r - 1]
+                lines.append(f"{method},finetune,{r},{test},{val[seed][method][r - 1]},{100 * r}\n")
+        (folder / "metrics.csv").write_text("".join(lines))
+        folders.append(tmp_path / f"seed{seed}")
+    rep = write_report(folders, tmp_path / "out")
+    dec, sup = rep["methods"]["decur"], rep["methods"]["supervised"]
+    # DeCUR selects rounds 2 (tie 0.9 with round 3: earliest), 3, 1 -> test 0.85, 0.92, 0.70
+    assert dec["val_selected_round"]["values"] == [2, 3, 1]
+    assert dec["test_accuracy_at_val_selected"]["values"] == [0.85, 0.92, 0.70]
+    assert dec["val_accuracy_at_selected"]["values"] == [0.9, 0.8, 0.9]
+    # supervised: rounds 3, 2, 3 -> 0.70, 0.60, 0.96
+    assert sup["test_accuracy_at_val_selected"]["values"] == [0.70, 0.60, 0.96]
+    assert dec["test_accuracy_at_val_selected"]["mean"] == pytest.approx(2.47 / 3, abs=1e-12)
+    t = rep["paired_tests_val_selected"][0]
+    assert (t["a"], t["b"], t["metric"]) == ("decur", "supervised", "test_accuracy_at_val_selected")
+    # d = 0.15, 0.32, -0.26: mean 0.07
+    assert t["t"]["mean_diff"] == pytest.approx(0.07, abs=1e-12)
+    assert rep["paired_tests"][0]["metric"] == "final_accuracy"
+    assert rep["per_round"]["decur"]["val_accuracy"][1]["values"] == [0.9, 0.6, 0.8]

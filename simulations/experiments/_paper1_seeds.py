@@ -10,8 +10,12 @@ holding exactly one below it, as ``python -m simulations.aggregate`` takes them)
 (or ``--seeds``). Over the ``n`` seeds (:mod:`flwr_semcom.stats`; mean ± Student-t 95 %
 interval ``mean ± t_{0.975, n-1} · s / sqrt(n)``):
 
-- per method, the final Stage II test accuracy and the best one (the maximum over rounds of
-  the *test* accuracy: kept only to compare with the paper's figures, not a selection);
+- per method, the headline figures: the Stage II test accuracy at the round selected on the
+  validation split (``val_accuracy``: the earliest round of highest validation accuracy,
+  :func:`~simulations.experiments._paper1_summary.select_round`; no test metric is read to
+  select) and at the final round; the selected round and its validation accuracy; and the best
+  test accuracy (the maximum over rounds of the *test* accuracy: kept only to compare with the
+  paper's figures and older runs, not a selection);
 - the target: the mean over seeds of the supervised baseline's final test accuracy, one
   value for every seed;
 - per seed and method, the Stage II payload bits to that target, linearly interpolated between
@@ -20,9 +24,11 @@ interval ``mean ± t_{0.975, n-1} · s / sqrt(n)``):
 - the DeCUR / supervised ratio of those bits per seed (seeds where both reach the target);
   the round-granular ratio of ``summary.json`` (each seed's own supervised final accuracy as
   its target) beside it for comparison;
-- paired tests of DeCUR against each other method on the final accuracy over the seeds: the
-  paired t-test (primary) and the Wilcoxon signed-rank test (with n pairs its smallest
-  two-sided p-value is 2 / 2^n: 0.0625 for 5 seeds, so it cannot reach 0.05 with 5 seeds);
+- paired tests of DeCUR against each other method over the seeds, on the final accuracy
+  (``paired_tests``) and on the test accuracy at the validation-selected round
+  (``paired_tests_val_selected``): the paired t-test (primary) and the Wilcoxon signed-rank
+  test (with n pairs its smallest two-sided p-value is 2 / 2^n: 0.0625 for 5 seeds, so it
+  cannot reach 0.05 with 5 seeds);
 - Stage I payload bits per method (the total-bits view: Stage I + Stage II).
 
 Writes ``paper1_seeds.json`` (strict JSON), ``paper1_seeds.csv`` (one row per metric, the
@@ -38,13 +44,14 @@ import csv
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flwr_semcom.results import plot_band, write_csv, write_json
 from flwr_semcom.stats import bits_to_target, paired_test, summarize
 from simulations.aggregate import CSV_COLUMNS, METHOD, SeedRun, default_out_dir, find_runs
+from simulations.experiments._paper1_summary import select_round
 
 __all__ = ["SeedCurves", "load_seed", "main", "report", "write_report"]
 
@@ -69,7 +76,8 @@ class SeedCurves:
     """One seed's Stage II curves and Stage I bits, per method (in metrics.csv order).
 
     ``rounds[m]``, ``accuracy[m]`` and ``bits[m]`` are the method's Stage II (``finetune``)
-    rows sorted by round: round number, test accuracy and cumulative payload bits.
+    rows sorted by round: round number, test accuracy and cumulative payload bits;
+    ``val_accuracy[m]`` the validation accuracy of those rows (NaN where the run has none).
     ``stage1_bits[m]`` is the largest cumulative ``bits`` of its Stage I (``pretrain``) rows,
     0 for a method without any (the supervised baseline).
     """
@@ -80,6 +88,14 @@ class SeedCurves:
     accuracy: dict[str, list[float]]
     bits: dict[str, list[float]]
     stage1_bits: dict[str, float]
+    val_accuracy: dict[str, list[float]] = field(default_factory=dict)
+
+    def selected(self, method: str) -> int | None:
+        """Index of the validation-selected round of ``method`` (None without validation)."""
+        vals = self.val_accuracy.get(method, [])
+        rows = [{"round": i, "val_accuracy": v} for i, v in enumerate(vals)]
+        chosen = select_round(rows)
+        return None if chosen is None else chosen[0]
 
 
 def load_seed(run: SeedRun) -> SeedCurves:
@@ -87,7 +103,7 @@ def load_seed(run: SeedRun) -> SeedCurves:
     path = run.file.parent / "metrics.csv"
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    stage2: dict[str, list[tuple[int, float, float]]] = {}
+    stage2: dict[str, list[tuple[int, float, float, float]]] = {}
     stage1: dict[str, float] = {}
     for row in rows:
         method, stage = row["method"], row["stage"]
@@ -98,7 +114,8 @@ def load_seed(run: SeedRun) -> SeedCurves:
             acc = float(row["test_accuracy"])
             if not math.isfinite(acc):
                 raise ValueError(f"{path}: {method} round {row['round']}: test_accuracy {acc}")
-            stage2.setdefault(method, []).append((int(row["round"]), acc, bits))
+            val = float(row.get("val_accuracy") or "nan")
+            stage2.setdefault(method, []).append((int(row["round"]), acc, bits, val))
     if not stage2:
         raise ValueError(f"{path}: no Stage II (stage=finetune) rows")
     for pts in stage2.values():
@@ -110,6 +127,7 @@ def load_seed(run: SeedRun) -> SeedCurves:
         accuracy={m: [p[1] for p in pts] for m, pts in stage2.items()},
         bits={m: [p[2] for p in pts] for m, pts in stage2.items()},
         stage1_bits={m: stage1.get(m, 0.0) for m in stage2},
+        val_accuracy={m: [p[3] for p in pts] for m, pts in stage2.items()},
     )
 
 
@@ -129,6 +147,10 @@ def _stats(seeds: Sequence[int], values: Sequence[float | None]) -> dict[str, An
 def _round_bits_to(bits: Sequence[float], acc: Sequence[float], target: float) -> float | None:
     """``summary.json``'s measure: the bits of the first round with accuracy >= target - 1e-9."""
     return next((b for b, a in zip(bits, acc) if a >= target - 1e-9), None)
+
+
+def _finite(values: Sequence[float], i: int) -> float | None:
+    return values[i] if i < len(values) and math.isfinite(values[i]) else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -172,10 +194,23 @@ def report(curves: Sequence[SeedCurves]) -> dict[str, Any]:
         m: [_round_bits_to(c.bits[m], c.accuracy[m], c.accuracy[BASELINE][-1]) for c in curves]
         for m in methods
     }
+    picks = {m: [c.selected(m) for c in curves] for m in methods}
+    at_val = {
+        m: [None if i is None else c.accuracy[m][i] for c, i in zip(curves, picks[m])]
+        for m in methods
+    }
     out_methods: dict[str, Any] = {}
     for m in methods:
         out_methods[m] = {
+            "test_accuracy_at_val_selected": _stats(seeds, at_val[m]),
             "final_accuracy": _stats(seeds, finals[m]),
+            "val_selected_round": _stats(
+                seeds, [None if i is None else c.rounds[m][i] for c, i in zip(curves, picks[m])]
+            ),
+            "val_accuracy_at_selected": _stats(
+                seeds,
+                [None if i is None else c.val_accuracy[m][i] for c, i in zip(curves, picks[m])],
+            ),
             "best_accuracy": _stats(seeds, [max(c.accuracy[m]) for c in curves]),
             "stage2_bits_to_target": {
                 **_stats(seeds, to_target[m]),
@@ -195,16 +230,14 @@ def report(curves: Sequence[SeedCurves]) -> dict[str, Any]:
                 seeds, [_ratio(a, b) for a, b in zip(own_round[REFERENCE], own_round[BASELINE])]
             ),
         }
-    tests = [
-        {
-            "a": REFERENCE,
-            "b": m,
-            "metric": "final_accuracy",
-            **_paired(seeds, finals[REFERENCE], finals[m]),
-        }
-        for m in methods
-        if REFERENCE in methods and m != REFERENCE
-    ]
+    tests = {
+        metric: [
+            {"a": REFERENCE, "b": m, "metric": metric, **_paired(seeds, v[REFERENCE], v[m])}
+            for m in methods
+            if REFERENCE in methods and m != REFERENCE
+        ]
+        for metric, v in (("final_accuracy", finals), ("test_accuracy_at_val_selected", at_val))
+    }
     per_round = {
         m: {
             "rounds": curves[0].rounds[m],
@@ -212,6 +245,10 @@ def report(curves: Sequence[SeedCurves]) -> dict[str, Any]:
                 _stats(
                     seeds, [c.accuracy[m][i] if i < len(c.accuracy[m]) else None for c in curves]
                 )
+                for i in range(len(curves[0].rounds[m]))
+            ],
+            "val_accuracy": [
+                _stats(seeds, [_finite(c.val_accuracy.get(m, []), i) for c in curves])
                 for i in range(len(curves[0].rounds[m]))
             ],
         }
@@ -224,13 +261,17 @@ def report(curves: Sequence[SeedCurves]) -> dict[str, Any]:
         "runs": [{"seed": c.seed, "path": str(c.folder)} for c in curves],
         "target_accuracy": target,
         "target_definition": TARGET_NOTE,
+        "selection_note": "test_accuracy_at_val_selected: test accuracy at each seed's round of "
+        "highest validation accuracy (earliest on ties; data.val_fraction); the headline with "
+        "final_accuracy",
         "best_accuracy_note": "maximum over rounds of the test accuracy: for comparison with "
         "the paper only (selected on the test set)",
         "primary_test": PRIMARY_TEST,
         "test_note": TEST_NOTE,
         "methods": out_methods,
         "decur_to_supervised_bits_ratio": ratio,
-        "paired_tests": tests,
+        "paired_tests": tests["final_accuracy"],
+        "paired_tests_val_selected": tests["test_accuracy_at_val_selected"],
         "per_round": per_round,
     }
 
@@ -308,15 +349,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for m, d in rep["methods"].items():
         b = d["stage2_bits_to_target"]
         print(
-            f"{m:<14} final {_fmt(d['final_accuracy'])}  best {_fmt(d['best_accuracy'])}  "
+            f"{m:<14} test@val-selected {_fmt(d['test_accuracy_at_val_selected'])}  "
+            f"final {_fmt(d['final_accuracy'])}  "
             f"S-II bits→target {_fmt(b, '.3g')} ({b['n_reached']}/{rep['n_seeds']} reached)"
         )
     for k, s in rep["decur_to_supervised_bits_ratio"].items():
         print(f"DeCUR/supervised bits ratio ({k}): {_fmt(s)}")
-    for t in rep["paired_tests"]:
+    for t in rep["paired_tests"] + rep["paired_tests_val_selected"]:
         if t["t"] is not None:
             print(
-                f"{t['a']} - {t['b']} final: {t['t']['mean_diff']:+.4f}, "
+                f"{t['a']} - {t['b']} {t['metric']}: {t['t']['mean_diff']:+.4f}, "
                 f"paired t p={t['t']['p_value']:.4f}, Wilcoxon p={t['wilcoxon']['p_value']:.4f}"
             )
     return 0
