@@ -118,11 +118,15 @@ def _one(
 def aligned_transmission(
     grid: Grid,
     link: Link,
-    ledger: CommLedger,
+    ledger: CommLedger | None,
     timeout: float,
     round: int = 0,  # noqa: A002
+    part: str = "test",
 ) -> dict[str, float]:
     """SLF step 4: i sends its test images' indices through the DMC, j decodes and scores.
+
+    ``part="val"`` sends i's validation images instead (scored for reporting beside the
+    test part); ``ledger=None`` records nothing (an evaluation the link would not carry).
 
     Returns
     -------
@@ -134,27 +138,28 @@ def aligned_transmission(
         link.node("transmitter"),
         P.ENCODE,
         timeout,
-        config=ConfigRecord({"crossover": link.crossover, "seed": link.eval_seed}),
+        config=ConfigRecord({"crossover": link.crossover, "seed": link.eval_seed, "part": part}),
     )
     received = P.arrays_of(enc)
     uses = int(P.metric(enc, "channel-uses"))
     bits = uses * int(P.metric(enc, "bits-per-use"))
-    ledger.record(
-        direction="up",
-        stage="eval",
-        kind="indices",
-        nbytes=math.ceil(bits / 8),
-        channel_uses=uses,
-        round=round,
-        client=link.client("transmitter"),
-    )
+    if ledger is not None:
+        ledger.record(
+            direction="up",
+            stage="eval",
+            kind="indices",
+            nbytes=math.ceil(bits / 8),
+            channel_uses=uses,
+            round=round,
+            client=link.client("transmitter"),
+        )
     scored = _one(
         grid,
         link.node("receiver"),
         P.SCORE,
         timeout,
         arrays=received,
-        config=ConfigRecord({"source": link.source, "epsilon": link.epsilon}),
+        config=ConfigRecord({"source": link.source, "epsilon": link.epsilon, "part": part}),
     )
     return {
         "mse": P.metric(scored, "mse"),

@@ -118,9 +118,10 @@ def test_fit_handler_trains_and_reports_shard_size(run_config: dict[str, str]) -
     (reply,) = grid.send_and_receive([Message(content, node, P.FIT)])
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
     metrics = reply.content.metric_records["metrics"]
-    assert metrics["num-examples"] == len(device_data(settings.data, 1, 2, "train")["label"]) == 25
+    # 50 training scenes - 10 validation scenes (val_fraction 0.1, at least 1 per class) = 40
+    assert metrics["num-examples"] == len(device_data(settings.data, 1, 2, "train")["label"]) == 20
     assert reply.content.config_records["node"]["partition-id"] == 1  # fixes the order
-    assert metrics["steps"] == 2  # 25 samples, batch 16 -> 16 + 9
+    assert metrics["steps"] == 2  # 20 samples, batch 16 -> 16 + 4
     new = P.from_record(reply.content.array_records["arrays"])
     old = model.state_dict()
     assert not torch.equal(new["encoders.0.stem.0.weight"], old["encoders.0.stem.0.weight"])
@@ -238,6 +239,10 @@ def test_tiny_end_to_end_run_writes_the_results_folder(run_config: dict[str, str
     assert len(rows) == 24
     assert {r["method"] for r in rows} == {"gai", "gai_w", "separate"}
     assert all(0.0 <= r["classification_accuracy"] <= 1.0 and r["depth_rmse_m"] > 0 for r in rows)
+    # the validation part (10 scenes: 5 training scenes per class, val_fraction 0.1, at least
+    # 1 per class) is scored beside the test part
+    assert all(0.0 <= r["val_classification_accuracy"] <= 1.0 for r in rows)
+    assert {r["val_images"] for r in rows} == {10}
     assert len(summary["final"]) == 12 and len(summary["gains"]) == 8
     # every round: model down + up to each of 2 devices, + the evaluation download
     ledger = json.loads((folder / "ledger.json").read_text())["summary"]

@@ -163,6 +163,9 @@ def test_runner_writes_table1(run_config: dict[str, str], grid: InProcessGrid) -
     for r in rows:
         if r["method"] == "slf":
             assert int(r["upload_bytes"]) == 4 * int(r["unfrozen_params"])
+        # the validation part is scored beside the test part (reporting only)
+        assert 0.0 <= float(r["val_accuracy"]) <= 1.0 and float(r["val_mse"]) >= 0.0
+        assert 0.0 <= float(r["baseline_val_accuracy"]) <= 1.0
     table = (folder / "table1.md").read_text()
     assert "| | n = 0 | n = 1 | n = 2 | n = 3 | n = 4 | FedAvg |" in table
     assert "source dissimilarity (T3 → T1)" in table and "Accuracy (%), paper" in table

@@ -29,6 +29,8 @@ __all__ = [
 
 #: Role of each partition id.
 ROLES = ("transmitter", "receiver")
+#: Parts an evaluation (step 4, FedAvg scoring) may send: the message config's ``"part"``.
+EVAL_PARTS = ("test", "val")
 MODEL_KEY = "slf.model"
 NODE_KEY = "slf.node"
 
@@ -79,12 +81,14 @@ class SLFDevice:
         ``setup_fn(role, params) -> NodeSetup``: the initial transceiver and data of this
         node, from the setup message's parameters.
     data_fn
-        ``data_fn(params, part) -> images`` for ``part`` ``"train"`` or ``"test"``; ``params``
-        are the node's (or, for FedAvg evaluation and step-4 scoring, the sender's) data
+        ``data_fn(params, part) -> images`` for ``part`` ``"train"``, ``"test"`` or ``"val"``
+        (the latter only when the experiment asks for validation scores); ``params`` are the
+        node's (or, for FedAvg evaluation and step-4 scoring, the sender's) data
         parameters.
     score_fn
         ``score_fn(model, received, params) -> {"mse": …, "accuracy": …}``: decode what the
-        receiver got and score it against the sender's test part named by ``params``.
+        receiver got and score it against the sender's part named by ``params`` (its
+        ``"part"``: ``"test"``, or ``"val"`` for validation scores; absent = ``"test"``).
     channel_fn
         ``channel_fn(model, crossover) -> nn.Module``: the link for the message's channel
         parameter (``forward(y, generator=None)``).

@@ -27,6 +27,7 @@ from torch import Tensor
 from flwr_semcom.alignment import messages as M
 from flwr_semcom.alignment import transceiver as T
 from flwr_semcom.alignment.device import (
+    EVAL_PARTS,
     MODEL_KEY,
     NODE_KEY,
     ROLES,
@@ -213,6 +214,13 @@ def slf_handlers(device_fn: DeviceFn) -> dict[str, Handler]:
         )
         return received, metrics
 
+    def _eval_part(c: ConfigRecord) -> str:
+        """The part an evaluation sends: ``"test"`` (default) or ``"val"``."""
+        part = str(c.get("part", "test"))
+        if part not in EVAL_PARTS:
+            raise ValueError(f"part must be one of {EVAL_PARTS}, got {part!r}")
+        return part
+
     def _score(
         device: SLFDevice, model: T.FreezableTransceiver, received: Tensor, c: ConfigRecord
     ) -> MetricRecord:
@@ -220,12 +228,14 @@ def slf_handlers(device_fn: DeviceFn) -> dict[str, Handler]:
         return MetricRecord({**scores, "num-examples": int(received.shape[0])})
 
     def encode(msg: Message, context: Context) -> Message:
-        """SLF step 4 (at i): encode the local test images, send them through the link."""
+        """SLF step 4 (at i): encode the local test (or validation) images, send them through
+        the link."""
         device = device_fn(context)
         node = _node(context)
         model = _load_model(device, context)
-        images = device.data_fn(_data_params(node), "test")
-        received, metrics = _send(device, model, images, M.config_of(msg.content))
+        c = M.config_of(msg.content)
+        images = device.data_fn(_data_params(node), _eval_part(c))
+        received, metrics = _send(device, model, images, c)
         return _reply(msg, arrays=ArrayRecord({"indices_hat": received.cpu()}), metrics=metrics)
 
     def score(msg: Message, context: Context) -> Message:
@@ -277,7 +287,7 @@ def slf_handlers(device_fn: DeviceFn) -> dict[str, Handler]:
         _node(context)
         model = _model_from(device, _received(msg))
         c = M.config_of(msg.content)
-        images = device.data_fn(dict(c), "test")  # type: ignore[arg-type]
+        images = device.data_fn(dict(c), _eval_part(c))  # type: ignore[arg-type]
         received, _ = _send(device, model, images, c)
         return _reply(msg, metrics=_score(device, model, received, c))
 

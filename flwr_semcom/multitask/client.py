@@ -104,28 +104,30 @@ def fit(msg: Message, context: Context) -> Message:
 
 
 def evaluate_link(msg: Message, context: Context) -> Message:
-    """Send this device's test shard over AWGN at every evaluation SNR; metric sums."""
+    """Send this device's test shard over AWGN at every evaluation SNR; metric sums. With a
+    validation part (``multitask.val_fraction`` > 0) its shard is scored too, under keys
+    prefixed ``val/`` (reporting only: the server selects nothing on either)."""
     settings = _settings(context)
     pid, num = _partition(context)
     model, _ = _link(settings, msg)
     data = device_data(settings.data, pid, num, "test")
     snrs = list(settings.local.eval_snr_db)
-    sums = evaluate(
-        model,
-        data,
-        snrs,
-        batch_size=settings.local.eval_batch_size,
-        seed=settings.seed + 7919 * (pid + 1),
-    )
     n = int(data["label"].shape[0])
     values: dict[str, int | float | list[int] | list[float]] = {
         "num-examples": n,
         "channel-uses": n * model.num_symbols * len(snrs),
     }
-    for i, snr in enumerate(snrs):
-        for task, stats in sums[snr].items():
-            for stat, v in stats.items():
-                values[P.metric_key(i, task, stat)] = v
+    parts = [("", data, settings.seed + 7919 * (pid + 1))]
+    if settings.data.val_fraction:
+        val = device_data(settings.data, pid, num, "val")
+        values[P.VAL_PREFIX + "num-examples"] = int(val["label"].shape[0])
+        parts.append((P.VAL_PREFIX, val, settings.seed + 7919 * (pid + 1) + 1))
+    for prefix, part, seed in parts:
+        sums = evaluate(model, part, snrs, batch_size=settings.local.eval_batch_size, seed=seed)
+        for i, snr in enumerate(snrs):
+            for task, stats in sums[snr].items():
+                for stat, v in stats.items():
+                    values[prefix + P.metric_key(i, task, stat)] = v
     _count(context, "evaluations")
     return _reply(msg, pid, metrics=MetricRecord(values))
 

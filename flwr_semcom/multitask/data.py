@@ -10,9 +10,11 @@ MVSA; offline we have two stand-ins (``multitask.dataset``):
 - ``cifar10``: the CIFAR-10 test JPEGs in ``../shared/data`` (``multitask.cifar_per_class``
   per class), tasks classification and reconstruction.
 
-Both are split into train / test parts by a seeded stratified split; device ``d`` of ``D``
-holds the ``d``-th IID shard (:func:`~flwr_semcom.data.iid_partition`) of each part, so the
-devices' test shards together are the whole test part. Loaded tensors are memoised per
+Both are split into train / test parts by a seeded stratified split, and a seeded stratified
+validation part (``val_fraction`` of the training part; none with 0) is held out of the
+training part; device ``d`` of ``D`` holds the ``d``-th IID shard
+(:func:`~flwr_semcom.data.iid_partition`) of each part, so the devices' test (validation)
+shards together are the whole test (validation) part. Loaded tensors are memoised per
 process (read-only data, not node state). Both functions take a typed
 :class:`~flwr_semcom.multitask.spec.DataSpec`.
 """
@@ -30,7 +32,9 @@ __all__ = ["Batch", "device_data", "full_data"]
 
 #: A batch: ``{"image": [B, 3, H, W] in [0, 1], "label": [B], "depth": [B, 1, H, W]}``.
 Batch = dict[str, torch.Tensor]
-PARTS = ("train", "test")
+PARTS = ("train", "test", "val")
+#: Offset of the validation split's seed from the data seed.
+VAL_SEED_OFFSET = 101
 
 
 @lru_cache(maxsize=4)
@@ -46,13 +50,20 @@ def _load(
 
 
 def full_data(spec: DataSpec, part: str) -> Batch:
-    """The whole ``train`` or ``test`` part as tensors."""
+    """The whole ``train``, ``val`` (needs ``val_fraction`` > 0) or ``test`` part as tensors."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    if part == "val" and not spec.val_fraction:
+        raise ValueError("part 'val' needs multitask.val_fraction > 0 (no validation part)")
     root = spec.data_root if spec.dataset == "cifar10" else ""
     tensors, labels = _load(spec.dataset, spec.num_samples, spec.cifar_per_class, root, spec.seed)
     train_idx, test_idx = stratified_split(labels, spec.test_fraction, spec.seed)
-    idx = train_idx if part == "train" else test_idx
+    if part != "test" and spec.val_fraction:
+        tr, va = stratified_split(
+            torch.as_tensor(labels)[train_idx], spec.val_fraction, spec.seed + VAL_SEED_OFFSET
+        )
+        train_idx = train_idx[va] if part == "val" else train_idx[tr]
+    idx = test_idx if part == "test" else train_idx
     return {k: v[idx] for k, v in tensors.items()}
 
 

@@ -11,7 +11,8 @@ horizontal shards:
   ``"metrics"`` with ``num-examples`` and, per evaluation SNR index ``i`` (of
   ``channel.snr_db``), task and statistic, the additive sum ``"s<i>/<task>/<stat>"``, plus
   ``channel-uses`` (complex symbols sent over the air, over all SNRs: ``k`` per test image
-  and SNR); ``"node"`` = ``{partition-id}``.
+  and SNR); with a validation part, the same sums of the validation shard under keys
+  prefixed ``val/`` and ``val/num-examples``; ``"node"`` = ``{partition-id}``.
 
 The ``"node"`` record is the contract of :class:`strategies.fedavg_multitask.FedAvgMultitask`,
 which aggregates in partition order. The server sums the devices' metric records key by key;
@@ -30,6 +31,7 @@ from flwr_semcom.multitask.tasks import Task
 __all__ = [
     "EVAL",
     "FIT",
+    "VAL_PREFIX",
     "as_number",
     "from_record",
     "metric_key",
@@ -39,6 +41,8 @@ __all__ = [
     "to_record",
 ]
 
+#: Prefix of the validation part's metric sums in an evaluation reply (``"val/s<i>/…"``).
+VAL_PREFIX = "val/"
 FIT = "train.mt_fit"
 EVAL = "evaluate.mt_eval"
 
@@ -79,12 +83,15 @@ def node_record(partition_id: int) -> ConfigRecord:
 
 
 def metrics_from_sums(
-    sums: Mapping[str, float], tasks: Sequence[Task], snrs: Sequence[float]
+    sums: Mapping[str, float], tasks: Sequence[Task], snrs: Sequence[float], prefix: str = ""
 ) -> dict[float, dict[str, float]]:
-    """Exact per-task metrics ``{snr: {task: metric}}`` from the devices' summed statistics."""
+    """Exact per-task metrics ``{snr: {task: metric}}`` from the devices' summed statistics
+    (``prefix=VAL_PREFIX``: those of the validation part)."""
     stats: dict[tuple[int, str, str], float] = {}
     for key, value in sums.items():
-        parsed = parse_metric_key(key)
+        if not key.startswith(prefix):
+            continue
+        parsed = parse_metric_key(key[len(prefix) :])
         if parsed is not None:
             stats[parsed] = as_number(value, key)
     out: dict[float, dict[str, float]] = {}

@@ -104,6 +104,7 @@ RULES: dict[str, Rule] = {
     ),
     "multitask.num_samples": int_range(20, 1_000_000),
     "multitask.test_fraction": float_range(0.0, 0.9, lo_open=True),
+    "multitask.val_fraction": float_range(0.0, 0.5),  # share of the training part
     "multitask.cifar_per_class": int_range(2, 1000),
     "multitask.num_devices": int_range(1, 1000),
     "multitask.rounds": int_range(1, 10_000),
@@ -229,6 +230,7 @@ def settings_from_config(cfg: DictConfig) -> MultitaskSettings:
             cifar_per_class=int(m.cifar_per_class),
             data_root=root,
             seed=int(cfg.seed),
+            val_fraction=float(m.get("val_fraction", 0.0)),
         ),
         local=LocalTraining(
             epochs=int(m.local_epochs),

@@ -56,7 +56,9 @@ class LinkSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data, how many items, the test fraction and the seed of the split and shards.
+    """Which data, how many items, the test and validation fractions and the seed of the
+    split and shards (``val_fraction``: share of the training part held out for validation;
+    0 = none, the training part is then that of earlier versions).
 
     ``data_root`` is the resolved folder of the CIFAR-10 JPEGs (``""`` for the embedded
     ``synthetic_rgbd`` scenes).
@@ -68,6 +70,7 @@ class DataSpec:
     cifar_per_class: int = 200
     data_root: str = ""
     seed: int = 0
+    val_fraction: float = 0.0
 
 
 @dataclass(frozen=True)

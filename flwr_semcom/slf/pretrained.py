@@ -36,6 +36,10 @@ __all__ = [
 CACHE_VERSION = 1
 
 
+#: Run seed ``s`` trains each transceiver with its environment's seed + ``SEED_STRIDE * s``.
+SEED_STRIDE = 1000
+
+
 @dataclass(frozen=True)
 class Pretraining:
     """Everything that determines the pre-trained models (typed; part of each cache key).
@@ -57,7 +61,12 @@ class Pretraining:
     classifier_steps, classifier_lr, classifier_shift
         Classifier training (Adam, random shifts of up to ``classifier_shift`` pixels).
     seed
-        Seed of the classifiers.
+        The run's seed (``seed``): each transceiver trains with its environment's seed +
+        ``SEED_STRIDE`` x ``seed``, so seed 0 trains T1, T2, T3 with their configured seeds
+        and every other seed retrains them with seeds no other run seed uses.
+    classifier_seed
+        Seed of the task classifiers (``strategy.classifier.seed``): the classifiers are the
+        measuring instrument, the same for every run seed.
     cache_dir
         Absolute checkpoint folder.
     device
@@ -77,6 +86,7 @@ class Pretraining:
     classifier_shift: int
     seed: int
     cache_dir: Path
+    classifier_seed: int = 0
     device: str = "cpu"
 
     def new_transceiver(self) -> VQVAETransceiver:
@@ -106,7 +116,9 @@ class Pretraining:
                 f"unknown transceiver {name!r}; valid names (strategy.transceivers): "
                 + ", ".join(sorted(self.envs))
             )
-        return dict(self.envs[name])
+        env = dict(self.envs[name])
+        env["seed"] = int(env["seed"]) + SEED_STRIDE * self.seed
+        return env
 
     def transceiver_spec(self, name: str) -> dict[str, Any]:
         """Everything that determines the weights of transceiver ``name`` (the cache key)."""
@@ -114,7 +126,7 @@ class Pretraining:
             "name": name,
             "version": CACHE_VERSION,
             "model": dict(self.model),
-            "data": self.data._asdict(),
+            "data": self.data.spec(),
             "env": self.env(name),
             "train": {
                 "steps": self.steps,
@@ -131,9 +143,9 @@ class Pretraining:
             "version": CACHE_VERSION,
             "model": dict(self.classifier),
             "in_channels": int(self.model["in_channels"]),
-            "data": self.data._asdict(),
+            "data": self.data.spec(),
             "source": source,
-            "seed": self.seed,
+            "seed": self.classifier_seed,
             "train": {
                 "steps": self.classifier_steps,
                 "lr": self.classifier_lr,

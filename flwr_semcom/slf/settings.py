@@ -113,6 +113,7 @@ RULES: dict[str, Rule] = {
         False,
     ),
     "data.split_seed": if_present(int_range(0, 2**31 - 1)),
+    "data.val_fraction": if_present(float_range(0.0, 0.5)),  # share of each training part
     "data.max_train": Rule(
         lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
         "null or an integer >= 1",
@@ -136,6 +137,7 @@ RULES: dict[str, Rule] = {
     "strategy.classifier.steps": _STEPS,
     "strategy.classifier.lr": _POS_LR,
     "strategy.classifier.shift": if_present(int_range(0, 8)),
+    "strategy.classifier.seed": if_present(int_range(0, 2**31 - 1)),
     "strategy.finetune.steps": _STEPS,
     "strategy.finetune.lr": _POS_LR,
     "strategy.finetune.lr_reinit": _POS_LR,
@@ -273,6 +275,7 @@ def data_key(cfg: DictConfig) -> DataKey:
         None if d.max_train is None else int(d.max_train),
         None if d.max_test is None else int(d.max_test),
         None if d.get("cifar_per_class") is None else int(d.cifar_per_class),
+        float(d.get("val_fraction", 0.0)),
     )
 
 
@@ -293,5 +296,6 @@ def pretraining(cfg: DictConfig) -> Pretraining:
         classifier_shift=int(s.classifier.shift),
         seed=int(cfg.seed),
         cache_dir=cache_dir(cfg),
+        classifier_seed=int(s.classifier.get("seed", 0)),
         device=resolve_device(str(cfg.device)),
     )

@@ -67,10 +67,20 @@ def num_nodes(cfg: DictConfig) -> int:
 def _round_rows(
     report: RoundReport, method: str, ratio: float, tasks: list[Task], snrs: list[float]
 ) -> list[dict[str, Any]]:
-    """One history row per evaluation SNR: exact task metrics, train losses, bytes."""
+    """One history row per evaluation SNR: exact task metrics, train losses, bytes; with a
+    validation part also ``val_<task>_<metric>`` and ``val_images`` (reported beside the
+    test metrics; nothing is selected on either: the tables use the last round)."""
     metrics = P.metrics_from_sums(report.evaluation, tasks, snrs)
     train = report.train
     nan = float("nan")
+    val: dict[float, dict[str, Any]] = {snr: {} for snr in metrics}
+    val_key = P.VAL_PREFIX + "num-examples"
+    if val_key in report.evaluation:
+        for snr, per_task in P.metrics_from_sums(
+            report.evaluation, tasks, snrs, prefix=P.VAL_PREFIX
+        ).items():
+            val[snr] = {f"val_{t.name}_{t.metric}": per_task[t.name] for t in tasks}
+            val[snr]["val_images"] = int(report.evaluation[val_key])
     return [
         {
             "round": report.round,
@@ -84,6 +94,7 @@ def _round_rows(
             "bytes_up": report.bytes_up,
             "bytes_down": report.bytes_down,
             "elapsed_s": report.elapsed_s,
+            **val[snr],
         }
         for snr, per_task in metrics.items()
     ]

@@ -63,6 +63,10 @@ TABLE_COLUMNS = (
     "baseline_mse",
     "baseline_accuracy",
     "rounds",
+    "val_mse",
+    "val_accuracy",
+    "baseline_val_mse",
+    "baseline_val_accuracy",
 )
 
 
@@ -155,6 +159,15 @@ class _Sweep:
         """Whether unit ``name`` is still to run (False: finished in an earlier attempt)."""
         return progress is None or not progress.is_done(name)
 
+    def _val(self, link: Link) -> dict[str, float]:
+        """``val_mse`` / ``val_accuracy`` of what the nodes hold now: i's validation images
+        through the same link (reporting only, not in the ledger; ``{}`` without
+        ``data.val_fraction``). Nothing is selected on them or on the test scores."""
+        if not float(self.cfg.data.get("val_fraction", 0.0)):
+            return {}
+        val = aligned_transmission(self.grid, link, None, self.timeout, part="val")
+        return {"val_mse": val["mse"], "val_accuracy": val["accuracy"]}
+
     def _save(self, progress: Progress | None, name: str) -> None:
         if progress is not None:
             progress.save(name, self.snapshot())
@@ -176,6 +189,7 @@ class _Sweep:
             base = aligned_transmission(
                 self.grid, replace(link, tag=f"{tag}/misaligned"), self.ledger, self.timeout
             )
+            base_val = self._val(link)
             log(
                 INFO,
                 "SLF %s: misaligned MSE %.4f accuracy %.4f",
@@ -190,6 +204,7 @@ class _Sweep:
                     "n": "",
                     "mse": base["mse"],
                     "accuracy": base["accuracy"],
+                    **base_val,
                 }
             )
             self._save(progress, f"{unit}/misaligned")
@@ -201,6 +216,7 @@ class _Sweep:
             == (point.case, point.crossover, point.epsilon)
         )
         common = self._common(point, {"mse": mis["mse"], "accuracy": mis["accuracy"]})
+        common.update({f"baseline_{k}": v for k, v in mis.items() if k.startswith("val_")})
         for k, n in enumerate(int(x) for x in s.freeze_layers):
             if not self._unit(progress, f"{unit}/slf{k}-n{n}"):
                 continue
@@ -218,6 +234,7 @@ class _Sweep:
                     "n": n,
                     **res.as_dict(),
                     "upload_mb": res.upload_bytes / 1e6,
+                    **self._val(link),
                 }
             )
             log(
@@ -252,6 +269,7 @@ class _Sweep:
                     "unfrozen_params": out.model_params,
                     **measured,
                     "upload_mb": out.upload_bytes / 1e6,
+                    **self._val(link),
                 }
             )
             self.history += [{**common, **h} for h in out.history]
