@@ -10,8 +10,10 @@ only (poisoned test accuracies change no selection field).
 
 from __future__ import annotations
 
+import json
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -201,3 +203,21 @@ def test_selection_never_reads_test_metrics() -> None:
     lines = table(summarize(rows, methods, {}, None))
     decur_line = next(line for line in lines if line.startswith("decur"))
     assert decur_line.split()[1:4] == ["3", "0.7900", "0.8300"] and "0.8400" not in decur_line
+
+
+def test_split_supervised_runner_reports_the_validation_selection(tmp_path: Path) -> None:
+    from simulations.experiments.split_supervised import run
+
+    overrides = f"{TINY} strategy.rounds=3 data.val_fraction=0.25 paths.output_dir={tmp_path}"
+    cfg = compose_config("split_supervised", overrides)
+    nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
+    grid = InProcessGrid(
+        client_app, nodes, {"experiment": "split_supervised", "overrides": overrides}
+    )
+    summary = run(grid, cfg, grid.server_context())
+    (folder,) = (tmp_path / "split_supervised").iterdir()
+    rows = json.loads((folder / "metrics.json").read_text())
+    vals = [r["val_accuracy"] for r in rows]
+    best = next(i for i, v in enumerate(vals) if v == max(vals))
+    assert summary["val_selected_round"] == rows[best]["round"]
+    assert summary["test_accuracy_at_val_selected"] == rows[best]["test_accuracy"]

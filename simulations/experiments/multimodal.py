@@ -8,15 +8,16 @@ supervised) in one Flower run, with the client state reset between methods:
    (:mod:`strategies.pretrain`; none for ``supervised``);
 2. Stage II (labelled scenes) through the split runtime: devices send channel-corrupted
    features, the server decoder works on their concatenation and returns gradients;
-   FedAvg per modality when ``data.devices_per_modality`` > 1; test accuracy after every
-   round.
+   FedAvg per modality when ``data.devices_per_modality`` > 1; test and validation
+   accuracy after every round (``data.val_fraction``: the validation scenes select the round).
 
 The results folder (``outputs/<experiment.name>/<timestamp>/``, schema in docs/paper1.md)
 holds ``config.yaml``, ``metrics.csv``/``.json`` (one row per method, stage and round),
 ``summary.json``, ``ledger.csv``/``.json`` (every transfer, with its method) and the plots
 ``accuracy_vs_rounds.png`` / ``accuracy_vs_bits.png`` (one line per method). The run ends
-with a table: method, best accuracy, Stage-II rounds and bits to the target accuracy
-(default: the supervised baseline's final accuracy), Stage-I bits.
+with a table: method, validation-selected round, test accuracy there and at the final round
+(never the test maximum), Stage-II rounds and bits to the target accuracy (default: the
+supervised baseline's final accuracy), Stage-I bits.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ With the default config (``experiment=main``) this is the README's main job: syn
 two devices (RGB, depth), small CNN encoders, AWGN at ``channel.snr_db``.
 
 Writes a results folder (flwr_semcom/results.py) under ``paths.output_dir``: ``config.yaml``,
-``metrics.csv/json`` (one row per round), ``summary.json``, ``ledger.csv/json`` and the plots
-``accuracy_vs_round.png`` and ``accuracy_vs_bits.png``, all refreshed after every round, and
-``checkpoint.pt`` + ``run.json`` every ``reliability.checkpoint_every`` rounds
+``metrics.csv/json`` (one row per round; ``val_loss`` / ``val_accuracy`` with
+``data.val_fraction`` > 0, off by default), ``summary.json`` (with validation: the selected
+round ``val_selected_round`` and ``test_accuracy_at_val_selected``), ``ledger.csv/json`` and
+the plots ``accuracy_vs_round.png`` and ``accuracy_vs_bits.png``, all refreshed after every
+round, and ``checkpoint.pt`` + ``run.json`` every ``reliability.checkpoint_every`` rounds
 (flwr_semcom/checkpoint.py). With ``reliability.resume=<results folder>`` (what
 ``semcom-run --resume`` sets) it restores server, clients, ledger, rows and RNG from that
 folder's checkpoint and continues there; the metrics then equal an uninterrupted run's.
@@ -46,6 +48,7 @@ from flwr_semcom.results import Results, new_run_dir, plot_lines
 from flwr_semcom.split import split_kwargs
 from flwr_semcom.split.reference import ReferenceResult, run_reference
 from simulations.common import output_root
+from simulations.experiments._paper1_summary import select_round
 from strategies.split_training import SplitTraining
 
 METHOD = "supervised"
@@ -169,6 +172,8 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
             "round_time_s": row["round_time_s"],
             "wall_time_s": time.perf_counter() - t0,
         }
+        if "val_accuracy" in row:  # data.val_fraction > 0: selection metrics (off by default)
+            out["val_loss"], out["val_accuracy"] = row["val_loss"], row["val_accuracy"]
         if row.get("skipped"):
             out["skipped"] = row["skipped"]
         results.add(out)
@@ -210,6 +215,12 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
         "ledger": ledger.summary(),
         "wall_time_s": time.perf_counter() - t0,
     }
+    chosen = select_round(results.rows)
+    if chosen is not None:  # selection on the validation split, never on test accuracy
+        summary["val_selected_round"] = chosen[0]
+        summary["test_accuracy_at_val_selected"] = next(
+            r["test_accuracy"] for r in results.rows if r["round"] == chosen[0]
+        )
     results.write_summary(summary)
     results.write_ledger(ledger)
     log(
