@@ -24,10 +24,11 @@ Per key, over the seeds that have a finite value for it (flwr_semcom.stats):
   (seeds where the key is absent or null, e.g. a target never reached).
 
 ``aggregate.json`` and ``aggregate.csv`` are written next to the run folders (their common
-parent, or ``--out``). ``--paired A B`` adds a paired t-test and a Wilcoxon signed-rank test of
-metric A against metric B over the seeds having both. ``--curve X Y`` reads each seed's
-``metrics.json`` rows and draws the mean of Y against X with its 95 % band
-(``aggregate_<Y>.png`` + ``.pdf``), one line per value of the ``--by`` fields.
+parent, or ``--out``); run paths in them are relative to that folder. ``--paired A B`` adds a
+paired t-test and a Wilcoxon signed-rank test of metric A against metric B over the seeds
+having both. ``--curve X Y`` reads each seed's ``metrics.json`` rows and draws the mean of Y
+against X with its 95 % band (``aggregate_<Y>.png`` + ``.pdf``), one line per value of the
+``--by`` fields; ``--curve auto`` chooses as :func:`default_curve` (as ``semcom-sweep`` does).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +52,10 @@ METHOD = (
     "interval of the mean, mean ± t(0.975, n-1)·std/sqrt(n); null when n = 1"
 )
 CSV_COLUMNS = ("metric", "mean", "std", "ci95_low", "ci95_high", "n", "seeds", "missing_seeds")
+#: :func:`default_curve`: x, the y candidates (first present wins), the line-splitting fields
+CURVE_X = "round"
+CURVE_Y = ("test_accuracy", "accuracy", "classification_accuracy")
+CURVE_BY = ("method", "stage", "case", "ratio", "snr_db")
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,8 @@ def paired(agg: Mapping[str, Any], key_a: str, key_b: str) -> dict[str, Any]:
     }
 
 
-def _csv_rows(agg: Mapping[str, Any]) -> list[dict[str, Any]]:
+def csv_rows(agg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``aggregate.csv`` rows of ``agg``: one per metric, :data:`CSV_COLUMNS`."""
     rows = []
     for key, m in agg["metrics"].items():
         row = {c: ("" if m[c] is None else m[c]) for c in CSV_COLUMNS[1:6]}
@@ -204,6 +211,9 @@ def _csv_rows(agg: Mapping[str, Any]) -> list[dict[str, Any]]:
         row["missing_seeds"] = " ".join(map(str, m["missing_seeds"]))
         rows.append({"metric": key, **row})
     return rows
+
+
+_csv_rows = csv_rows  # the former name (simulations/aggregate_slf_multitask.py uses it)
 
 
 def default_out_dir(folders: Sequence[str | Path]) -> Path:
@@ -222,23 +232,24 @@ def write_aggregate(
     seeds: Sequence[int] | None = None,
     row_keys: Sequence[str] = (),
     pairs: Sequence[tuple[str, str]] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Aggregate ``folders`` and write ``aggregate.json`` / ``aggregate.csv`` into ``out_dir``.
 
-    Returns the aggregate object (as written to ``aggregate.json``). Run paths in it are
-    relative to ``out_dir`` where possible.
+    Returns the aggregate object (as written to ``aggregate.json``; ``extra`` entries are added
+    to it). Run paths in it are relative to ``out_dir`` (``../`` where needed), so a folder
+    holding both can be moved.
     """
     out = Path(out_dir) if out_dir is not None else default_out_dir(folders)
     runs = find_runs(folders, names, seeds)
     agg = aggregate(runs, row_keys)
     for entry in agg["runs"]:
-        path = Path(entry["path"]).resolve()
-        if path.is_relative_to(out.resolve()):
-            entry["path"] = str(path.relative_to(out.resolve()))
+        entry["path"] = os.path.relpath(Path(entry["path"]).resolve(), out.resolve())
     if pairs:
         agg["paired"] = [paired(agg, a, b) for a, b in pairs]
+    agg.update(extra or {})
     write_json(out / "aggregate.json", agg)
-    write_csv(out / "aggregate.csv", _csv_rows(agg), CSV_COLUMNS)
+    write_csv(out / "aggregate.csv", csv_rows(agg), CSV_COLUMNS)
     return agg
 
 
@@ -257,8 +268,7 @@ def seed_curves(
     """
     groups: dict[str, dict[float, list[float]]] = {}
     for run in runs:
-        rows = _read_json(_find_file(run.file.parent, ("metrics.json",)))
-        for row in rows if isinstance(rows, list) else []:
+        for row in _rows(run):
             if any(row.get(k) != v for k, v in (where or {}).items()):
                 continue
             xv, yv = row.get(x), row.get(y)
@@ -271,6 +281,69 @@ def seed_curves(
     return {label: (sorted(pts), [pts[k] for k in sorted(pts)]) for label, pts in groups.items()}
 
 
+def _rows(run: SeedRun) -> list[Mapping[str, Any]]:
+    try:
+        rows = _read_json(_find_file(run.file.parent, ("metrics.json",)))
+    except ValueError:
+        return []
+    return [r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
+
+
+def default_curve(runs: Sequence[SeedRun]) -> tuple[str, str, list[str]] | None:
+    """The learning curve to draw for ``runs``: ``(x, y, by)`` or ``None`` (no such rows).
+
+    From the first seed's ``metrics.json`` rows: x is :data:`CURVE_X`; y the first of
+    :data:`CURVE_Y` with a finite number in a row that has x; one line per value of each
+    :data:`CURVE_BY` field that takes more than one value in those rows.
+    """
+    if not runs:
+        return None
+    rows = [r for r in _rows(runs[0]) if isinstance(r.get(CURVE_X), (int, float))]
+    for y in CURVE_Y:
+        have = [r for r in rows if _finite(r.get(y))]
+        if have:
+            by = [k for k in CURVE_BY if len({str(r.get(k)) for r in have if k in r}) > 1]
+            return CURVE_X, y, by
+    return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def write_curve(
+    out: str | Path,
+    runs: Sequence[SeedRun],
+    x: str,
+    y: str,
+    by: Sequence[str] = (),
+    target: float | None = None,
+) -> Path | None:
+    """Draw :func:`seed_curves` as ``out/aggregate_<y>.png`` (+ PDF); ``None`` when no row has
+    a numeric ``x`` and a finite ``y``."""
+    curves = seed_curves(runs, x, y, by)
+    if not curves:
+        return None
+    path = Path(out) / f"aggregate_{y}.png"
+    plot_band(path, curves, xlabel=x, ylabel=y, target=target)
+    return path
+
+
+def _curve_spec(
+    words: Sequence[str], by: Sequence[str], runs: Sequence[SeedRun]
+) -> tuple[str, str, list[str]]:
+    if list(words) == ["auto"]:
+        spec = default_curve(runs)
+        if spec is None:
+            raise ValueError(
+                f"--curve auto: no metrics.json rows with {CURVE_X!r} and one of {CURVE_Y}"
+            )
+        return spec
+    if len(words) != 2:
+        raise ValueError(f"--curve: expected X Y or auto, got {' '.join(words)!r}")
+    return words[0], words[1], list(by)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m simulations.aggregate", description=__doc__)
     p.add_argument("folders", nargs="+", type=Path, help="one results folder per seed")
@@ -279,7 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", default=None, help="comma list, one per folder (else config.yaml)")
     p.add_argument("--row-key", action="append", default=[], help="label list rows by field")
     p.add_argument("--paired", nargs=2, action="append", default=[], metavar=("A", "B"))
-    p.add_argument("--curve", nargs=2, metavar=("X", "Y"), default=None)
+    p.add_argument(
+        "--curve", nargs="+", metavar="X Y", default=None, help="X Y, or auto (default_curve)"
+    )
     p.add_argument("--by", action="append", default=[], help="--curve: one line per value")
     p.add_argument("--target", type=float, default=None, help="--curve: horizontal target line")
     args = p.parse_args(argv)
@@ -296,11 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             pairs=[(a, b) for a, b in args.paired],
         )
         if args.curve:
-            x, y = args.curve
-            curves = seed_curves(find_runs(args.folders, names, seeds), x, y, args.by)
-            if not curves:
-                raise ValueError(f"--curve: no metrics.json rows with numeric {x!r} and {y!r}")
-            plot_band(out / f"aggregate_{y}.png", curves, xlabel=x, ylabel=y, target=args.target)
+            runs = find_runs(args.folders, names, seeds)
+            spec = _curve_spec(args.curve, args.by, runs)
+            if write_curve(out, runs, *spec, target=args.target) is None:
+                raise ValueError(
+                    f"--curve: no metrics.json rows with numeric {spec[0]!r} and {spec[1]!r}"
+                )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

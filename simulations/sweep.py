@@ -14,7 +14,15 @@ cartesian product is run, one ``semcom-run`` (one Flower run) per point. Results
 - ``sweep.csv`` / ``sweep.json``: one row per point — the swept values, the run's exit
   status and the scalar entries of its ``summary.json`` (flattened, dotted keys);
 - ``sweep.png``: ``--metric`` against the first swept key, one line per combination of the
-  others.
+  others (with ``seed`` swept: against the first other key, the mean over seeds with its
+  95 % band).
+
+Seeds: when ``seed`` is a swept key (``seed=0,1,2,3,4``), the points that differ only in their
+seed are aggregated over seeds — mean, std, Student-t 95 % interval of every ``summary.json``
+metric in ``aggregate.json`` / ``aggregate.csv`` (in the sweep folder, and per combination of
+the other swept keys in ``aggregate/<key=value,...>/``), the learning curve with its 95 % band
+beside it; layout in :mod:`simulations.sweep_seeds`. A ``--resume``d sweep writes the same
+aggregate as an uninterrupted one (wall-time metrics aside).
 
 All points are validated before the first run starts. A failed point is recorded and the
 sweep goes on; the command exits 1 if any point failed.
@@ -142,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", default=None, help="default: main")
     p.add_argument("--overrides", default="", help="fixed hydra overrides, as semcom-run's")
     p.add_argument("--metric", default=None, help="summary.json key to plot (dotted)")
+    p.add_argument(
+        "--curve",
+        nargs="+",
+        default=None,
+        metavar="X Y [BY ...]",
+        help="seed sweeps: metrics.json curve to draw with its band (default: chosen per run)",
+    )
+    p.add_argument(
+        "--row-key", action="append", default=None, help="seed sweeps: as aggregate's --row-key"
+    )
     p.add_argument("--output-dir", default=None, help="default: <paths.output_dir>/sweeps")
     p.add_argument("--launcher-args", default="", help="extra semcom-run options, quoted")
     p.add_argument(
@@ -151,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         help="continue this sweep folder with its own arguments (finished points are kept)",
     )
     args = p.parse_args(argv)
+    if args.curve is not None and len(args.curve) < 2:
+        print("error: --curve: expected X Y [BY ...] (metrics.json fields)", file=sys.stderr)
+        return 2
     resume = Path(args.resume).resolve() if args.resume else None
     if resume is not None:
         if args.words or args.experiment or args.overrides:
@@ -163,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         for key in ("words", "experiment", "overrides", "metric", "output_dir", "launcher_args"):
             setattr(args, key, saved[key])
+        for key in ("curve", "row_key"):  # absent from sweeps started before they existed
+            setattr(args, key, saved.get(key))
 
     from flwr_semcom.config import ConfigError, compose_config, split_overrides
     from flwr_semcom.run_config import rename_error, sweep_overrides
@@ -184,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {rename_error(err, names)}", file=sys.stderr)
         return 2
     from flwr_semcom.accounting import atomic_write
-    from flwr_semcom.results import Results, new_run_dir, plot_lines
+    from flwr_semcom.results import Results, new_run_dir
 
     sweep_dir = resume or new_run_dir(out_root, args.experiment)
     results = Results(sweep_dir, metrics_name="sweep")
@@ -234,22 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
         None,
     )
+    from simulations.sweep_seeds import plot_sweep, seed_aggregates
+
     if keys and metric:
-        series: dict[str, tuple[list[float], list[float]]] = {}
-        for r in results.rows:
-            if metric not in r:
-                continue
-            label = ", ".join(f"{k}={r[k]}" for k in keys[1:]) or metric
-            xs, ys = series.setdefault(label, ([], []))
-            xs.append(float(r[keys[0]]))
-            ys.append(float(r[metric]))
-        plot_lines(
-            sweep_dir / "sweep.png",
-            series,
-            xlabel=keys[0],
-            ylabel=metric,
-            title=f"{args.experiment} sweep",
-        )
+        plot_sweep(sweep_dir, keys, results.rows, metric, f"{args.experiment} sweep")
+    for folder in seed_aggregates(sweep_dir, keys, results.rows, args.curve, args.row_key):
+        print(f"[semcom-sweep] aggregate over seeds → {folder}", flush=True)
     print(f"[semcom-sweep] done: {len(points) - failed} ok, {failed} failed → {sweep_dir}")
     return 1 if failed else 0
 
