@@ -8,6 +8,8 @@ result of a fixed schedule), with the validation scores reported beside them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -129,3 +131,35 @@ def test_reported_rows_are_the_last_round_whatever_the_test_metrics() -> None:
     assert row["round"] == 3 and row["acc"] == 0.7
     shuffled = [{**h, "acc": a} for h, a in zip(history, (0.1, 0.2, 0.05))]
     assert [r["round"] for r in final_rows(shuffled)] == [3]
+
+
+# --- the seed aggregates' comparison helpers ---------------------------------------------------
+
+
+def test_holm_adjusts_by_rank_and_keeps_order() -> None:
+    from simulations.aggregate_slf_multitask import holm
+
+    pairs = [{"t": {"p_value": p}} for p in (0.01, 0.04, 0.03)]
+    holm(pairs)  # sorted: 3 x 0.01 = 0.03; 2 x 0.03 = 0.06; max(0.06, 1 x 0.04) = 0.06
+    assert [p["p_holm"] for p in pairs] == pytest.approx([0.03, 0.06, 0.06])
+    assert [p["significant"] for p in pairs] == [True, False, False]
+
+
+def test_compare_pairs_seeds_and_formats_the_interval() -> None:
+    from simulations.aggregate import SeedRun
+    from simulations.aggregate_slf_multitask import compare, pm, summarize_flat
+
+    runs = [SeedRun(s, Path("."), Path(".")) for s in (0, 1, 2)]
+    flat: list[dict[str, float | None]] = [
+        {"a": 1.0, "b": 0.5},
+        {"a": 2.0, "b": 1.0},
+        {"a": 3.0, "b": None},
+    ]
+    metrics = summarize_flat(runs, flat)
+    assert metrics["b"]["seeds"] == [0, 1] and metrics["b"]["missing_seeds"] == [2]
+    # a: mean 2, std 1, t(0.975, 2) = 4.3027 -> half-width 4.3027 / sqrt(3) = 2.484
+    assert pm(metrics, "a") == "2.000 ± 2.484"
+    got = compare(metrics, "a", "b")
+    assert got is not None and got["seeds"] == [0, 1]
+    assert got["t"]["mean_diff"] == pytest.approx(0.75)  # (0.5 + 1.0) / 2
+    assert compare(metrics, "a", "zzz") is None
