@@ -4,6 +4,7 @@
 #   deploy/supernode.sh --superlink HOST:PORT --ca CA_CERT --key PRIVATE_KEY
 #                       --partition-id K --num-partitions N [--port 9094]
 #                       [--node-config "key=value ..."] [--task-poll-interval SECONDS]
+#                       [--worker DIR [--worker-log FILE] [--worker-threads N]]
 #                       [--insecure] [-- EXTRA flower-supernode ARGS]
 #
 #   --superlink        the SuperLink's address as the box reaches it (a name or IP in the
@@ -21,6 +22,15 @@
 #                      how often the local flower-superexec asks for a new ClientApp task
 #                      (FLWR_SUPEREXEC_TASK_POLL_INTERVAL, Flower's default 1.0 s; see
 #                      docs/deployment.md for measured effects)
+#   --worker DIR       first start `semcom-worker` (warm client: models, data and optimiser
+#                      state stay in memory across messages), listening on the Unix socket
+#                      DIR/worker.sock (DIR created mode 0700; socket 0600; no network port),
+#                      wait until it listens, then start the SuperNode with node config
+#                      worker-socket=DIR/worker.sock and a random worker-session: every
+#                      ClientApp process relays its message to this worker and imports no
+#                      torch. The worker exits with the SuperNode (it watches its PID).
+#   --worker-log FILE  the worker's log (default DIR/worker.log)
+#   --worker-threads N torch threads of the worker (default: torch's)
 #   --insecure         plain HTTP to a SuperLink started with --insecure (loopback tests only)
 #
 # The process is exec'ed, so its PID is the SuperNode's; stop it with `kill -TERM <pid>`.
@@ -41,12 +51,15 @@ nparts=""
 port="9094"
 node_config=""
 poll=""
+worker_dir=""
+worker_log=""
+worker_threads=0
 insecure=0
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --superlink | --ca | --key | --partition-id | --num-partitions | --port | --node-config | \
-      --task-poll-interval)
+      --task-poll-interval | --worker | --worker-log | --worker-threads)
       [ $# -ge 2 ] || die "$1 needs a value"
       case "$1" in
         --superlink) superlink="$2" ;;
@@ -57,6 +70,9 @@ while [ $# -gt 0 ]; do
         --port) port="$2" ;;
         --node-config) node_config="$2" ;;
         --task-poll-interval) poll="$2" ;;
+        --worker) worker_dir="$2" ;;
+        --worker-log) worker_log="$2" ;;
+        --worker-threads) worker_threads="$2" ;;
       esac
       shift
       ;;
@@ -67,7 +83,7 @@ while [ $# -gt 0 ]; do
       break
       ;;
     -h | --help)
-      sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -105,6 +121,40 @@ find_flwr_bin flower-supernode ||
 
 export FLWR_TELEMETRY_ENABLED="${FLWR_TELEMETRY_ENABLED:-0}"
 export PYTHONUNBUFFERED=1
+
+if [ -n "$worker_dir" ]; then
+  [[ "$worker_threads" =~ ^[0-9]+$ ]] || die "--worker-threads must be an integer >= 0, got '$worker_threads'"
+  old_umask="$(umask)"
+  umask 077 # the worker's folder, socket and log: this user only
+  mkdir -p "$worker_dir" && chmod 700 "$worker_dir" || die "cannot create worker directory '$worker_dir'"
+  worker_dir="$(cd "$worker_dir" && pwd)"
+  sock="$worker_dir/worker.sock"
+  [[ "$sock" =~ ^[A-Za-z0-9_./+-]+$ ]] || die "--worker path may hold only letters, digits and _./+-, got '$sock'"
+  [ "${#sock}" -le 100 ] || die "--worker path too long for a Unix socket (${#sock} > 100 bytes): '$sock'"
+  worker_log="${worker_log:-$worker_dir/worker.log}"
+  py="$(dirname "$found")/python"
+  [ -x "$py" ] || die "no python next to $found to run semcom-worker"
+  session="$("$py" -c 'import secrets; print(secrets.token_hex(8))')"
+  # $$ is this script's PID, which `exec` below hands to flower-supernode: the worker exits
+  # when the SuperNode is gone (and is its child, so whoever stops the SuperNode's process
+  # tree stops it too)
+  "$py" -m flwr_semcom.runtime.worker --socket "$sock" --owner-pid $$ --session "$session" \
+    --threads "$worker_threads" >>"$worker_log" 2>&1 </dev/null &
+  worker_pid=$!
+  for _ in $(seq 1200); do # up to 600 s: the worker imports torch and the ClientApp
+    if [ -S "$sock" ] && grep -q "worker $worker_pid: serving" "$worker_log" 2>/dev/null; then
+      break
+    fi
+    kill -0 "$worker_pid" 2>/dev/null ||
+      die "semcom-worker exited at start: $(tail -n 1 "$worker_log" 2>/dev/null) (log $worker_log)"
+    sleep 0.5
+  done
+  grep -q "worker $worker_pid: serving" "$worker_log" 2>/dev/null ||
+    die "semcom-worker did not listen on $sock within 600 s (log $worker_log)"
+  node_config="${node_config:+$node_config }worker-socket=\"$sock\" worker-session=\"$session\""
+  echo "$prog: semcom-worker pid $worker_pid on $sock (session $session)" >&2
+  umask "$old_umask"
+fi
 
 exec "$found" "${conn[@]}" --superlink "$superlink" \
   --node-config "partition-id=$pid_ num-partitions=$nparts${node_config:+ $node_config}" \

@@ -8,8 +8,10 @@ What an operator does on real edge boxes (docs/deployment.md), on one machine:
 3. per SuperNode: ``deploy/supernode_key.sh`` (EC key pair) and
    ``deploy/register_supernode.sh`` (``flwr supernode register``);
 4. ``deploy/supernode.sh`` per node, with ``--node-config "partition-id=K num-partitions=N"``
-   and a distinct local ``--port``; then it waits until ``flwr supernode ls`` shows every
-   node ``online``;
+   and a distinct local ``--port``, and (unless ``warm=False`` / ``--cold``) ``--worker``: a
+   ``semcom-worker`` per SuperNode that keeps the node's state in memory, so the per-message
+   ClientApp process only relays and imports no torch; then it waits until
+   ``flwr supernode ls`` shows every node ``online``;
 5. ``semcom-run --superlink 127.0.0.1:PORT --root-certificates ca.crt ...`` for the experiment;
 6. stops every process it started, and their descendants, by PID (also on failure, Ctrl-C or
    SIGTERM).
@@ -27,11 +29,8 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import os
-import re
 import shutil
 import signal
 import subprocess
@@ -49,9 +48,14 @@ import psutil
 from simulations.deploy_startup import (
     CONNECTION,
     DeploymentError,
+    build_parser,
     log_line,
+    results_dir,
     search_int,
+    search_str,
     start_deployment,
+    terminate_group,
+    worker_dir,
 )
 from simulations.processes import (
     PROJECT_ROOT,
@@ -61,6 +65,7 @@ from simulations.processes import (
     flwr_bin,
     flwr_env,
     free_ports,
+    has_args,
 )
 
 __all__ = [
@@ -99,6 +104,7 @@ class LocalDeployment:
     logs: dict[str, Path] = field(default_factory=dict)
     node_ids: list[int] = field(default_factory=list)
     seen_pids: set[int] = field(default_factory=set)
+    worker_dirs: list[Path] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -179,7 +185,7 @@ class LocalDeployment:
             )
             assert proc.stdout is not None
             # the launcher stops the run after `timeout`; this watchdog covers a hung launcher
-            watchdog = threading.Timer(timeout + 300, _terminate_group, args=(proc.pid,))
+            watchdog = threading.Timer(timeout + 300, terminate_group, args=(proc.pid,))
             watchdog.daemon = True
             watchdog.start()
             try:
@@ -201,34 +207,29 @@ class LocalDeployment:
             output=output,
             wall_s=time.monotonic() - start,
             run_id=search_int(r"\[semcom-run\] run (\d+):", output),
-            status=_search_str(r"\[semcom-run\] run \d+ (finished:\S+)", output),
-            results_dir=_results_dir(output),
+            status=search_str(r"\[semcom-run\] run \d+ (finished:\S+)", output),
+            results_dir=results_dir(output),
         )
+
+    def worker_pids(self) -> dict[int, int]:
+        """``{partition: pid}`` of the live ``semcom-worker`` processes of the SuperNodes."""
+        found = {}
+        for k, folder in enumerate(self.worker_dirs):
+            args = ("flwr_semcom.runtime.worker", str(folder / "worker.sock"))
+            for proc in find_processes(lambda p, args=args: has_args(p, args)):  # type: ignore[misc]
+                found[k] = proc.pid
+        return found
 
     def leftover_processes(self) -> list[str]:
         """Live processes that belong to this deployment (by PID or by its paths/ports)."""
         marks = [str(self.workdir)] + [f"127.0.0.1:{p}" for p in (self.port, *self.node_ports)]
+        marks += [str(d) for d in self.worker_dirs]
 
         def ours(proc: psutil.Process) -> bool:
             cmd = " ".join(proc.cmdline())
             return proc.pid in self.seen_pids or any(m in cmd for m in marks)
 
         return [f"{p.pid} {' '.join(p.cmdline())}" for p in find_processes(ours)]
-
-
-def _terminate_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-
-
-def _search_str(pattern: str, text: str) -> str | None:
-    m = re.search(pattern, text)
-    return m.group(1) if m else None
-
-
-def _results_dir(text: str) -> Path | None:
-    found = re.findall(r"results folder: (\S+)", text)
-    return Path(found[-1]) if found else None
 
 
 @contextlib.contextmanager
@@ -243,6 +244,7 @@ def local_deployment(
     workdir: Path | None = None,
     keep_workdir: bool = False,
     start_timeout: float = 120.0,
+    warm: bool = True,
 ) -> Iterator[LocalDeployment]:
     """Start a SuperLink and ``num_nodes`` SuperNodes on 127.0.0.1; stop them all on exit.
 
@@ -253,6 +255,10 @@ def local_deployment(
     Partition ``k`` gets ``--node-config "partition-id=k num-partitions=num_nodes"`` plus
     ``node_config``. Everything (certificates, keys, FLWR_HOME, database, logs) lives in
     ``workdir`` (a new temporary folder by default, removed on exit unless ``keep_workdir``).
+    ``warm``: each SuperNode gets a ``semcom-worker`` (``deploy/supernode.sh --worker``, socket
+    ``workdir/workers/node<k>/worker.sock``, or a short private temporary folder when that path
+    is too long for a Unix socket), stopped with it; ``False``: every message is handled by
+    Flower's fresh ``flwr-clientapp`` process (cold).
     """
     if num_nodes < 1:
         raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
@@ -288,44 +294,32 @@ def local_deployment(
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     failed = True
     try:
-        start_deployment(dep, num_nodes, tls, auth, task_poll_interval, node_config, start_timeout)
+        if warm:
+            dep.worker_dirs = [worker_dir(work, k) for k in range(num_nodes)]
+        start_deployment(
+            dep,
+            num_nodes,
+            tls,
+            auth,
+            task_poll_interval,
+            node_config,
+            start_timeout,
+            worker_dirs=dep.worker_dirs,
+        )
         yield dep
         failed = False
     finally:
         dep.record_pids()
         guard.stop_all()
+        for folder in dep.worker_dirs:
+            if not folder.is_relative_to(work):
+                shutil.rmtree(folder, ignore_errors=True)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         if own_dir and not keep_workdir and not failed:
             shutil.rmtree(work, ignore_errors=True)
         elif failed:
             log_line(f"stopped; logs kept in {work / 'logs'}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m simulations.deploy_local",
-        description="Run an experiment on a loopback deployment: a SuperLink and N SuperNodes "
-        "on 127.0.0.1 (TLS + SuperNode authentication), stopped afterwards.",
-    )
-    p.add_argument(
-        "words", nargs="*", metavar="key=value", help="as semcom-run: snr-db=5, channel.snr_db=5"
-    )
-    p.add_argument("--experiment", default="node_check", help="conf/experiment/<name>.yaml")
-    p.add_argument("--overrides", default="", help='hydra overrides, e.g. "strategy.rounds=1"')
-    p.add_argument("--num-supernodes", type=int, default=2)
-    p.add_argument("--insecure", action="store_true", help="plain HTTP, no SuperNode auth")
-    p.add_argument("--no-auth", action="store_true", help="TLS but no SuperNode authentication")
-    p.add_argument(
-        "--task-poll-interval",
-        type=float,
-        default=None,
-        help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL on the SuperNodes (Flower default 1.0 s)",
-    )
-    p.add_argument("--log-level", default=None, help="FLWR_LOG_LEVEL (DEBUG adds timestamps)")
-    p.add_argument("--workdir", default=None, help="keep certificates, logs and DB here")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds for the run")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -353,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             task_poll_interval=args.task_poll_interval,
             log_level=args.log_level,
             workdir=workdir,
+            warm=not args.cold,
         ) as dep:
             result = dep.run_experiment(
                 args.experiment,

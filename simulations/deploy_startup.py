@@ -8,11 +8,15 @@ records the SuperNodes' ids.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +41,33 @@ def log_line(text: str) -> None:
 def search_int(pattern: str, text: str) -> int | None:
     m = re.search(pattern, text)
     return int(m.group(1)) if m else None
+
+
+def terminate_group(pid: int) -> None:
+    """SIGTERM the process group ``pid`` (a hung launcher's watchdog)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+
+
+def worker_dir(work: Path, k: int) -> Path:
+    """The worker folder of SuperNode ``k``: under ``work`` unless its socket path would be
+    too long (a Unix socket path has at most 107 bytes)."""
+    folder = work / "workers" / f"node{k}"
+    if len(str(folder / "worker.sock")) <= 100:
+        return folder
+    return Path(tempfile.mkdtemp(prefix=f"semw{k}-"))
+
+
+def search_str(pattern: str, text: str) -> str | None:
+    """The first group of ``pattern`` in ``text``, or ``None``."""
+    m = re.search(pattern, text)
+    return m.group(1) if m else None
+
+
+def results_dir(text: str) -> Path | None:
+    """The last ``results folder:`` that ``semcom-run`` printed."""
+    found = re.findall(r"results folder: (\S+)", text)
+    return Path(found[-1]) if found else None
 
 
 def _script(name: str) -> str:
@@ -78,7 +109,10 @@ def start_deployment(
     task_poll_interval: float | None,
     node_config: str,
     timeout: float,
+    worker_dirs: list[Path] | None = None,
 ) -> None:
+    """Start the deployment of ``dep``; ``worker_dirs[k]``: SuperNode ``k`` starts its
+    ``semcom-worker`` there first (``deploy/supernode.sh --worker``)."""
     work, env, neutral = dep.workdir, dep.env, dep.workdir / "neutral"
     connection = [f"[superlink.{CONNECTION}]", f'address = "{dep.address}"']
     if tls:
@@ -150,6 +184,10 @@ def start_deployment(
             cmd += ["--task-poll-interval", str(task_poll_interval)]
         if node_config:
             cmd += ["--node-config", node_config]
+        if worker_dirs:
+            cmd += ["--worker", str(worker_dirs[k])]
+            cmd += ["--worker-log", str(work / "logs" / f"worker{k}.log")]
+            dep.logs[f"worker{k}"] = work / "logs" / f"worker{k}.log"
         log = work / "logs" / f"supernode{k}.log"
         dep.logs[f"supernode{k}"] = log
         with open(log, "wb") as fh:
@@ -162,8 +200,10 @@ def start_deployment(
         log_line(
             f"SuperNode {k} pid {procs[-1][0].pid} (partition-id={k}, port {dep.node_ports[k]})"
         )
+    # a worker first imports torch and the ClientApp (tens of seconds on a loaded box)
+    node_timeout = timeout + (300.0 if worker_dirs else 0.0)
     for k, (proc, log) in enumerate(procs):
-        line = _wait_log(proc, log, r"SuperNode ID: \d+", f"flower-supernode {k}", timeout)
+        line = _wait_log(proc, log, r"SuperNode ID: \d+", f"flower-supernode {k}", node_timeout)
         if not auth:
             dep.node_ids.append(int(line.rsplit(" ", 1)[1]))
 
@@ -184,3 +224,35 @@ def start_deployment(
     raise DeploymentError(
         f"SuperNodes not online within {timeout:.0f} s (status {status}); see {work / 'logs'}"
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``semcom-deploy`` (:func:`simulations.deploy_local.main`)."""
+    p = argparse.ArgumentParser(
+        prog="python -m simulations.deploy_local",
+        description="Run an experiment on a loopback deployment: a SuperLink and N SuperNodes "
+        "on 127.0.0.1 (TLS + SuperNode authentication), stopped afterwards.",
+    )
+    p.add_argument(
+        "words", nargs="*", metavar="key=value", help="as semcom-run: snr-db=5, channel.snr_db=5"
+    )
+    p.add_argument("--experiment", default="node_check", help="conf/experiment/<name>.yaml")
+    p.add_argument("--overrides", default="", help='hydra overrides, e.g. "strategy.rounds=1"')
+    p.add_argument("--num-supernodes", type=int, default=2)
+    p.add_argument("--insecure", action="store_true", help="plain HTTP, no SuperNode auth")
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="no semcom-worker per SuperNode: every message starts a ClientApp that imports torch",
+    )
+    p.add_argument("--no-auth", action="store_true", help="TLS but no SuperNode authentication")
+    p.add_argument(
+        "--task-poll-interval",
+        type=float,
+        default=None,
+        help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL on the SuperNodes (Flower default 1.0 s)",
+    )
+    p.add_argument("--log-level", default=None, help="FLWR_LOG_LEVEL (DEBUG adds timestamps)")
+    p.add_argument("--workdir", default=None, help="keep certificates, logs and DB here")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds for the run")
+    return p

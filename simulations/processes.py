@@ -148,3 +148,9 @@ def find_processes(match: Callable[[psutil.Process], bool]) -> list[psutil.Proce
 def processes_with_env(name: str, value: str) -> list[int]:
     """PIDs of live processes whose environment has ``name=value`` (e.g. a ``FLWR_HOME``)."""
     return [p.pid for p in find_processes(lambda p: p.environ().get(name) == value)]
+
+
+def has_args(proc: psutil.Process, args: Iterable[str]) -> bool:
+    """Whether every one of ``args`` is a word of ``proc``'s command line."""
+    cmd = proc.cmdline()
+    return all(a in cmd for a in args)

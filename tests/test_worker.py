@@ -1,6 +1,8 @@
 """The per-node worker (flwr_semcom/runtime/worker.py) and its relay (runtime/relay.py): a
-round trip over the socket, permissions, version handshake, owner death, a killed worker,
-and the bundled ClientApp relayed to a spawned worker (warm) against the plain app (cold)."""
+round trip over the socket, permissions, version handshake, refusal of a stale worker (another
+SuperNode session, run or node), owner death, a killed worker, the bundled ClientApp relaying
+every message to the node's worker without importing torch (deployment), and relayed to a
+spawned worker (warm) against the plain app (cold). Deployment: tests/test_deploy_warm.py."""
 
 from __future__ import annotations
 
@@ -40,19 +42,22 @@ def sock_dir() -> Iterator[Path]:
 
 
 def _start(
-    path: Path, *, owner: int = 0, app: str = "tests._worker_app:app"
+    path: Path, *extra: str, owner: int = 0, app: str = "tests._worker_app:app", wait: bool = True
 ) -> subprocess.Popen[bytes]:
+    """A worker on ``path`` (``extra``: more ``semcom-worker`` arguments); ``wait``: until it
+    listens. Its output goes to ``<path>.out``."""
     cmd = [sys.executable, "-m", "flwr_semcom.runtime.worker", "--app", app]
-    cmd += ["--socket", str(path), "--owner-pid", str(owner)]
-    proc = subprocess.Popen(  # noqa: S603
-        cmd,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    cmd += ["--socket", str(path), "--owner-pid", str(owner), *extra]
+    with open(path.with_suffix(".out"), "ab") as out:
+        proc = subprocess.Popen(  # noqa: S603
+            cmd,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 60
-    while not path.exists():
+    while wait and not path.exists():
         assert proc.poll() is None, "the worker exited at start"
         assert time.monotonic() < deadline, "the worker did not listen within 60 s"
         time.sleep(0.05)
@@ -112,6 +117,124 @@ def test_a_worker_of_another_code_version_is_refused(
         call_worker(worker[0], _query("count"), _ctx())
     text = str(err.value)
     assert "\n" not in text and "0.0.0+other" in text and "restart the worker" in text
+
+
+def test_a_worker_of_another_session_run_or_node_is_refused(sock_dir: Path) -> None:
+    path = sock_dir / "b.sock"
+    proc = _start(path, "--session", "s1", "--run-id", "3", "--node-id", "5")
+    try:
+        cfg: dict[str, bool | float | int | str] = {
+            relay.NODE_KEY: str(path),
+            relay.SESSION_KEY: "s1",
+        }
+        ok = Context(run_id=3, node_id=5, node_config=cfg, state=RecordDict(), run_config={})
+        assert call_worker(path, _query("count"), ok).content.config_records["info"]["n"] == 1
+        stale = {
+            "belongs to SuperNode session s1, this node's is s2 (a stale worker); restart it "
+            "with the SuperNode": (3, 5, "s2"),
+            "serves run id 3 only, not 4 (a stale worker)": (4, 5, "s1"),
+            "serves node id 5 only, not 6 (a stale worker)": (3, 6, "s1"),
+        }
+        for reason, (run_id, node_id, session) in stale.items():
+            cfg[relay.SESSION_KEY] = session
+            ctx = Context(run_id, node_id, dict(cfg), RecordDict(), {})
+            with pytest.raises(WorkerError) as err:
+                call_worker(path, _query("count"), ctx)
+            assert str(err.value) == f"node {node_id}, query.count: the worker on {path} {reason}"
+            assert dict(ctx.state) == {}  # nothing ran
+        # the worker itself refuses a request of another run (a relay that skips the check)
+        sock = relay._connect(path)
+        assert sock is not None
+        with sock:
+            assert relay.recv_frame(sock, 10)["bound"] == {
+                "session": "s1",
+                "run_id": 3,
+                "node_id": 5,
+            }
+            request = {
+                "kind": "call",
+                "message": _query("count"),
+                "context": (4, 5, {}, RecordDict(), {}),
+            }
+            relay.send_frame(sock, request)
+            answer = relay.recv_frame(sock, 10)
+        assert answer == {"ok": False, "error": "worker of run id 3 refused 4", "exc": None}
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_second_worker_on_a_live_socket_refuses_to_start(
+    worker: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    path, first = worker
+    second = _start(path, wait=False)
+    assert second.wait(60) == 2
+    assert (
+        f"semcom-worker: a worker already listens on {path}" in path.with_suffix(".out").read_text()
+    )
+    info = call_worker(path, _query("count"), _ctx()).content.config_records["info"]
+    assert info["pid"] == first.pid  # the first still serves
+
+
+def test_the_bundled_app_relays_every_message_to_the_node_worker_without_torch(
+    worker: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    """What a deployment ``flwr-clientapp`` process does: import the bundled app, relay to the
+    worker the node config names (any message type), and never import torch."""
+    path, proc = worker
+    code = (
+        "import sys, time\n"
+        "t0 = time.perf_counter()\n"
+        "from flwr.app import Context, RecordDict\n"
+        "from flwr_semcom.client_app import app\n"
+        "from tests._messages import received\n"
+        "ctx = Context(3, 5, {'worker-socket': sys.argv[1]}, RecordDict(), {})\n"
+        "for n in (1, 2):\n"
+        "    info = app(received(RecordDict(), 'query.count', dst=5), ctx).content['info']\n"
+        "    assert info['n'] == n and ctx.state['c']['n'] == n, (info, ctx.state)\n"
+        "print(info['pid'], 'torch' in sys.modules, time.perf_counter() - t0)\n"
+    )
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code, str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid, torch_loaded, _seconds = out.stdout.split()
+    assert (int(pid), torch_loaded) == (proc.pid, "False")
+
+
+def test_the_bundled_app_handles_the_message_itself_when_its_worker_is_gone(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from _worker_app import app as stub  # tests/ is on sys.path
+
+    from flwr_semcom.client_app import RelayingClientApp
+
+    seen: list[dict[str, Any]] = []
+
+    def full_here(msg: Message, context: Context) -> Message:
+        seen.append(dict(context.node_config))
+        return stub(msg, context)
+
+    bundled = RelayingClientApp()
+    monkeypatch.setattr(bundled, "full", lambda: full_here)
+    gone = str(sock_dir / "gone.sock")
+    ctx = Context(3, 5, {relay.NODE_KEY: gone, "partition-id": 1}, RecordDict(), {})
+    with caplog.at_level("WARNING", logger="flwr"):
+        info = bundled(_query("count"), ctx).content.config_records["info"]
+    assert (info["n"], info["worker"], ctx.state.config_records["c"]["n"]) == (1, False, 1)
+    assert seen == [{"partition-id": 1}]  # the full app ran here, without the worker entry
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"node 5, query.count: no worker listens on {gone} (start semcom-worker); "
+        "handling the message in this process (cold)"
+    ]
+    off = Context(3, 5, {relay.NODE_KEY: gone}, RecordDict(), {"warm-clients": False})
+    bundled(_query("count"), off)  # switched off: no attempt, no warning
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
 
 
 def test_no_worker_is_one_line(sock_dir: Path) -> None:
@@ -397,5 +520,5 @@ def test_sweep_removes_the_files_of_dead_workers_only(
     os.utime(live_path, (old, old), follow_symlinks=False)
     assert relay.sweep(directory) == 1
     left = sorted(p.name for p in directory.iterdir())
-    assert left == ["w.sock", "young.lock", "young.log", "young.sock"]  # live and young stay
+    assert left == ["w.out", "w.sock", "young.lock", "young.log", "young.sock"]  # live, young stay
     assert call_worker(live_path, _query("count"), _ctx()).content.config_records["info"]["n"] == 1

@@ -11,14 +11,19 @@ the same app runs with :func:`in_worker` true, so its handlers may keep state wa
 Where the worker is:
 
 - deployment: node config ``worker-socket`` (a path; ``semcom-worker`` started beside the
-  SuperNode);
+  SuperNode by ``deploy/supernode.sh --worker``, with node config ``worker-session``, a random
+  id of that SuperNode start: a worker of another session is refused). The bundled app relays
+  *every* message there (:func:`relay_to_node_worker`), so the per-message ``flwr-clientapp``
+  process imports no torch;
 - simulation (and in-process grids): run config ``warm-clients = true`` (or the environment
   variable ``SEMCOM_WARM_CLIENTS=1`` when the key is unset): the relay starts the node's
   worker on first use (owned by the relaying process; it exits when that process is gone)
   under a private directory (:func:`worker_dir`).
 
 Wire format (:mod:`.wire`): frames of an 8-byte big-endian length and a pickle. The worker
-speaks first (``hello``: protocol, code version, pid); a worker of other code is refused. The
+speaks first (``hello``: protocol, code version, pid, and what it is bound to: a SuperNode
+session, a run, a node); a worker of other code, or bound to another session, run or node, is
+refused with one line. The
 socket file is 0600 in a 0700 directory, and the worker serves only its own user (peer
 credentials), so pickles come from this user only. This module imports only the standard
 library and flwr.
@@ -35,10 +40,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Collection
+from logging import WARNING
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Message
+from flwr.common.logger import log
 
 from flwr_semcom.runtime.wire import (
     PROTOCOL,
@@ -51,7 +58,10 @@ from flwr_semcom.runtime.wire import (
 )
 
 __all__ = [
+    "NODE_KEY",
     "PROTOCOL",
+    "SESSION_KEY",
+    "NoWorkerError",
     "WorkerError",
     "call_worker",
     "code_version",
@@ -60,6 +70,7 @@ __all__ = [
     "on_worker_call",
     "recv_frame",
     "relay_mod",
+    "relay_to_node_worker",
     "run_worker_hooks",
     "send_frame",
     "set_worker_mode",
@@ -70,6 +81,8 @@ __all__ = [
 
 #: Run-config key / environment variable that switch warm clients on in simulation.
 RUN_KEY, ENV_KEY, NODE_KEY = "warm-clients", "SEMCOM_WARM_CLIENTS", "worker-socket"
+#: Node-config key: the session id of the worker started with this SuperNode.
+SESSION_KEY = "worker-session"
 #: Whether warm clients are on when neither the run config nor the environment says: in the
 #: simulation engine's Ray actors (measured faster, bit-identical: docs/split.md), not in other
 #: processes (an in-process grid's caller, a deployment ClientApp process).
@@ -139,6 +152,10 @@ def _switch(value: Any) -> bool | None:
     raise ValueError(f"{RUN_KEY}: invalid value {value!r}; expected true or false")
 
 
+class NoWorkerError(WorkerError):
+    """No worker listens on the socket (none started, or it died)."""
+
+
 def _target(context: Context) -> tuple[Path, bool] | None:
     """(socket, spawn) of this node's worker, or ``None``: handle the message here (cold)."""
     wanted = _switch(context.run_config.get(RUN_KEY, ""))
@@ -203,7 +220,7 @@ def sweep(directory: Path, min_age_s: float = 60.0) -> int:
     return removed
 
 
-def _spawn(path: Path, app_ref: str) -> socket.socket:
+def _spawn(path: Path, app_ref: str, context: Context) -> socket.socket:
     """Start the worker of ``path`` (under a lock: one spawner per node) and connect."""
     sweep(path.parent)
     with open(path.with_suffix(".lock"), "a") as lock:
@@ -217,6 +234,7 @@ def _spawn(path: Path, app_ref: str) -> socket.socket:
         cmd = [sys.executable, "-m", "flwr_semcom.runtime.worker", "--app", app_ref]
         cmd += ["--socket", str(path), "--owner-pid", str(os.getpid())]
         cmd += ["--threads", str(_threads()), "--idle-timeout", "3600"]
+        cmd += ["--run-id", str(context.run_id), "--node-id", str(context.node_id)]
         watch, keep = os.pipe()  # EOF on `watch` tells the worker at once that we are gone
         cmd += ["--owner-fd", str(watch)]
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -270,18 +288,15 @@ def call_worker(
     where = f"node {context.node_id}, {message.metadata.message_type}"
     sock = _connect(path)
     if sock is None and spawn_app is not None:
-        sock = _spawn(path, spawn_app)
+        sock = _spawn(path, spawn_app, context)
     if sock is None:
-        raise WorkerError(f"{where}: no worker listens on {path} (start semcom-worker)")
+        raise NoWorkerError(f"{where}: no worker listens on {path} (start semcom-worker)")
     with sock:
         try:
             hello = recv_frame(sock, 120.0)  # the worker may be busy with a re-sent message
-            if hello.get("protocol") != PROTOCOL or hello.get("code") != code_version():
-                raise WorkerError(
-                    f"{where}: the worker on {path} runs code {hello.get('code')} (protocol "
-                    f"{hello.get('protocol')}), this ClientApp {code_version()} (protocol "
-                    f"{PROTOCOL}); restart the worker with this code"
-                )
+            refusal = _refusal(hello, context)
+            if refusal:
+                raise WorkerError(f"{where}: the worker on {path} {refusal}")
             pid = int(hello["pid"])
             ctx = (context.run_id, context.node_id, dict(context.node_config), context.state)
             request = {
@@ -307,6 +322,43 @@ def call_worker(
         context.state[key] = record
     reply: Message = answer["reply"]
     return reply
+
+
+def _refusal(hello: dict[str, Any], context: Context) -> str:
+    """Why the worker that said ``hello`` may not serve ``context`` (``""``: it may)."""
+    if hello.get("protocol") != PROTOCOL or hello.get("code") != code_version():
+        return (
+            f"runs code {hello.get('code')} (protocol {hello.get('protocol')}), this ClientApp "
+            f"{code_version()} (protocol {PROTOCOL}); restart the worker with this code"
+        )
+    bound = hello.get("bound") or {}
+    session = str(context.node_config.get(SESSION_KEY, ""))
+    if session and bound.get("session") != session:
+        return (
+            f"belongs to SuperNode session {bound.get('session') or '(none)'}, this node's is "
+            f"{session} (a stale worker); restart it with the SuperNode"
+        )
+    for key, have in (("run_id", context.run_id), ("node_id", context.node_id)):
+        if bound.get(key) is not None and int(bound[key]) != int(have):
+            return f"serves {key.replace('_', ' ')} {bound[key]} only, not {have} (a stale worker)"
+    return ""
+
+
+def relay_to_node_worker(message: Message, context: Context) -> Message | None:
+    """Run ``message`` on the worker the node config names (``worker-socket``; deployment) and
+    return its reply; ``None`` when none is named, warm clients are off (run config
+    ``warm-clients = false``) or this process is the worker. A named worker that is not
+    listening (it died) gives ``None`` and one warning line: the caller then handles the
+    message itself from ``context.state`` (cold), which fails with one line if the worker held
+    state that ``context.state`` lacks (:mod:`flwr_semcom.split.live`)."""
+    node_socket = str(context.node_config.get(NODE_KEY, ""))
+    if in_worker() or not node_socket or _switch(context.run_config.get(RUN_KEY, "")) is False:
+        return None
+    try:
+        return call_worker(Path(node_socket), message, context)
+    except NoWorkerError as err:
+        log(WARNING, "%s; handling the message in this process (cold)", err)
+        return None
 
 
 def has_live_state(context: Context) -> bool:

@@ -1,19 +1,23 @@
 """``semcom-worker``: a long-lived process that holds one node's ClientApp state in memory.
 
 It loads a ClientApp (``--app module:attribute``, default the bundled
-``flwr_semcom.client_app:app``), marks itself a worker (:func:`~.relay.set_worker_mode`: the
-split handlers keep state warm, docs/split.md "Warm client state"), listens on a Unix socket
-(0600 in a 0700 directory; no TCP port) and runs each ``(message, context)`` it receives from
+``flwr_semcom.client_app:app``; its ``prepare()``, if it has one, runs before serving), marks
+itself a worker (:func:`~.relay.set_worker_mode`: the split handlers keep state warm,
+docs/split.md "Warm client state"), listens on a Unix socket (0600 in a 0700 directory; no TCP
+port) and runs each ``(message, context)`` it receives from
 a relay (:mod:`.relay`) with the app's normal dispatch (mods and handlers), answering with the
 reply and the updated ``context.state``. One call at a time: a node handles one message at a
 time.
 
-Deployment: start one beside each SuperNode::
+Deployment: ``deploy/supernode.sh --worker DIR`` starts one beside each SuperNode::
 
-    semcom-worker --node-home ~/.semcom/node0 --owner-pid <SuperNode pid>
+    semcom-worker --socket DIR/worker.sock --owner-pid <SuperNode pid> --session <random id>
 
-and give the SuperNode ``--node-config "... worker-socket='~/.semcom/node0/worker.sock'"``.
-Simulation: the relay starts the workers itself (run config ``warm-clients = true``).
+and gives the SuperNode ``--node-config "... worker-socket='DIR/worker.sock'
+worker-session='<id>'"``. Simulation: the relay starts the workers itself (run config
+``warm-clients``), bound to one run and node (``--run-id``, ``--node-id``). A worker bound to a
+session, run or node says so in its hello and refuses calls of others (the relay refuses it
+first, :mod:`.relay`). It refuses to start where a live worker already listens.
 
 The worker exits when its owner process is gone (``--owner-pid``: checked every second;
 ``--owner-fd``: at once, on EOF of a pipe the owner holds — how the relay starts it), after
@@ -43,6 +47,7 @@ from flwr.common.logger import log
 from flwr_semcom.runtime.relay import run_worker_hooks, set_worker_mode
 from flwr_semcom.runtime.wire import (
     PROTOCOL,
+    WorkerError,
     code_version,
     pid_alive,
     private_dir,
@@ -83,8 +88,13 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0] if text else repr(err)}"
 
 
-def _execute(app: ClientApp, request: dict[str, Any]) -> dict[str, Any]:
+def _execute(app: ClientApp, request: dict[str, Any], bound: dict[str, Any]) -> dict[str, Any]:
     run_id, node_id, node_config, state, run_config = request["context"]
+    for key, have in (("run_id", run_id), ("node_id", node_id)):
+        if bound.get(key) is not None and int(bound[key]) != int(have):
+            error = f"worker of {key.replace('_', ' ')} {bound[key]} refused {have}"
+            log(ERROR, "worker: %s", error)
+            return {"ok": False, "error": error, "exc": None}
     context = Context(run_id, node_id, node_config, state, run_config)
     message = request["message"]
     try:
@@ -100,23 +110,46 @@ def _execute(app: ClientApp, request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "reply": reply, "state": context.state}
 
 
-def _handle(app: ClientApp, conn: socket.socket) -> None:
+def _handle(app: ClientApp, conn: socket.socket, bound: dict[str, Any]) -> None:
     if _peer_uid(conn) != os.getuid():
         log(ERROR, "worker: refused a connection of another user")
         return
+    hello = {"protocol": PROTOCOL, "code": code_version(), "pid": os.getpid(), "bound": bound}
     try:
-        send_frame(conn, {"protocol": PROTOCOL, "code": code_version(), "pid": os.getpid()})
+        send_frame(conn, hello)
         request = recv_frame(conn, 60.0)
     except ConnectionError:  # a probe (the relay's sweep): connected and left
         return
     if not isinstance(request, dict) or request.get("kind") != "call":
         return
-    send_frame(conn, _execute(app, request))
+    send_frame(conn, _execute(app, request, bound))
 
 
-def serve(app: ClientApp, path: Path, *, owner_pid: int = 0, idle_timeout: float = 0.0) -> str:
-    """Serve ``app`` on the Unix socket ``path`` until the owner is gone or idle; return why."""
+def _listening(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(5.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def serve(
+    app: ClientApp,
+    path: Path,
+    *,
+    owner_pid: int = 0,
+    idle_timeout: float = 0.0,
+    bound: dict[str, Any] | None = None,
+) -> str:
+    """Serve ``app`` on the Unix socket ``path`` until the owner is gone or idle; return why.
+    ``bound``: ``session``/``run_id``/``node_id`` this worker serves only (``None``: any)."""
     private_dir(path.parent)
+    if _listening(path):
+        raise WorkerError(f"a worker already listens on {path}")
     # bind + listen under a temporary name, then rename: a client never sees the socket
     # file before it accepts connections (a connect between bind and listen is refused)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -147,7 +180,7 @@ def serve(app: ClientApp, path: Path, *, owner_pid: int = 0, idle_timeout: float
                 continue
             with conn:
                 try:
-                    _handle(app, conn)
+                    _handle(app, conn, bound or {})
                 except (ConnectionError, TimeoutError, OSError, EOFError) as err:
                     log(ERROR, "worker: connection failed: %s", _one_line(err))
             last = time.monotonic()
@@ -173,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--owner-fd", type=int, default=-1, help="exit on EOF of this pipe")
     parser.add_argument("--idle-timeout", type=float, default=0.0, help="seconds; 0 = never")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--session", default=None, help="serve this SuperNode session only")
+    parser.add_argument("--run-id", type=int, default=None, help="serve this run only")
+    parser.add_argument("--node-id", type=int, default=None, help="serve this node only")
     args = parser.parse_args(argv)
     path = args.socket if args.socket is not None else args.node_home / "worker.sock"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -185,10 +221,24 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         app = load_app(args.app)
+        prepare = getattr(app, "prepare", None)
+        if callable(prepare):  # e.g. the bundled app imports its handlers (torch) now
+            prepare()
     except (ImportError, ValueError) as err:
         log(ERROR, "semcom-worker: %s", _one_line(err))
         return 2
-    serve(app, path.expanduser(), owner_pid=args.owner_pid, idle_timeout=args.idle_timeout)
+    bound = {"session": args.session, "run_id": args.run_id, "node_id": args.node_id}
+    try:
+        serve(
+            app,
+            path.expanduser(),
+            owner_pid=args.owner_pid,
+            idle_timeout=args.idle_timeout,
+            bound=bound,
+        )
+    except WorkerError as err:
+        log(ERROR, "semcom-worker: %s", err)
+        return 2
     return 0
 
 

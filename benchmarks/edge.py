@@ -1,0 +1,223 @@
+"""Per-exchange latency of split learning in the loopback TLS deployment: cold vs warm clients
+(issue #16, items 1, 2 and the latency part of 4).
+
+Each run starts a fresh loopback deployment (:func:`simulations.deploy_local.local_deployment`:
+TLS, SuperNode authentication, two SuperNodes, ``FLWR_LOG_LEVEL=DEBUG`` for millisecond
+timestamps), runs ``split_supervised`` once with :data:`OVERRIDES` (S = 2: five
+``train.split_step`` messages per node in the round) and reads every message's client-side
+timeline from the SuperNode logs (:func:`simulations.deploy_latency.client_timeline`):
+
+- ``exchange``: from one ``train.split_step`` arriving at a node (``Receiving``) to the next
+  one arriving at the same node: what a split pass pays per exchange (client, reply, server,
+  the SuperNode's idle poll);
+- ``service``: ``Receiving`` → ``Sent successfully``: SuperExec poll + new ``flwr-clientapp``
+  process + imports + handler (relay) + the SuperNode's reply poll;
+- ``start_clientapp``, ``run_clientapp``, ``to_superlink``, ``gap`` as in deploy_latency.
+
+Kinds (:data:`KINDS`): ``cold`` = no worker, Flower's 1 s SuperExec poll (what
+``semcom-deploy --cold`` did before warm clients); ``warm`` = a ``semcom-worker`` per SuperNode
+and ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` = 0.1 s (``semcom-deploy``'s defaults). One
+invocation runs ``--kinds`` once each, in order, and appends them to ``--out``; the shell loop
+of docs/deployment.md interleaves repeats (cold, warm, warm, cold, ...) with one lock hold per
+invocation. ``--imports`` times the ClientApp process's imports instead (before: the full app,
+what ``flwr_semcom.client_app`` imported up to issue #16; after: the relaying app), repeats
+interleaved. Every record holds ``os.getloadavg()`` before and after. ``--summarise`` rewrites
+the summary keys from the records (median, p90, spread = min / max of the runs' medians).
+
+Usage::
+
+    python benchmarks/edge.py --kinds cold warm            # ~5 min, appends 2 runs
+    python benchmarks/edge.py --imports --repeats 4
+    python benchmarks/edge.py --summarise
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from flwr_semcom.accounting import atomic_write  # noqa: E402
+from simulations.deploy_latency import client_timeline, timed_lines  # noqa: E402
+from simulations.deploy_local import local_deployment  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "edge.json"
+#: the tiny split_supervised of tests/test_deployment.py with S = 2: 7 batches → 4 groups →
+#: 5 train.split_step messages per node (4 exchanges between them)
+OVERRIDES = (
+    "data.num_samples=48 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
+    "strategy.batch_size=6 strategy.rounds=1 strategy.eval_batch_size=16 "
+    "strategy.steps_per_message=2"
+)
+#: kind → (warm clients, FLWR_SUPEREXEC_TASK_POLL_INTERVAL or None for Flower's 1.0 s)
+KINDS: dict[str, tuple[bool, float | None]] = {
+    "cold": (False, None),
+    "warm": (True, 0.1),
+    "warm_poll1": (True, None),
+    "cold_poll01": (False, 0.1),
+}
+STEP = "train.split_step"
+GOAL_S = 4.0
+#: what a flwr-clientapp process imports: Flower's runtime, then the app (before / after)
+IMPORTS = {
+    "before": "import flwr.supernode.cli, flwr_semcom.client_app as c; c.app.full()",
+    "after": "import flwr.supernode.cli, flwr_semcom.client_app",
+}
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def exchanges(dep_logs: dict[str, Path], nodes: int) -> list[dict[str, Any]]:
+    """One row per ``train.split_step`` after the first at each node: the time since the
+    previous one arrived there (``exchange``), and the message's own phases."""
+    rows = []
+    for k in range(nodes):
+        recvs = [
+            t
+            for t, text in timed_lines(dep_logs[f"supernode{k}"])
+            if text.startswith(f"Receiving: {STEP} message")
+        ]
+        rows += [{"node": k, "exchange": b - a} for a, b in zip(recvs, recvs[1:], strict=False)]
+    return rows
+
+
+def run_once(kind: str, nodes: int = 2) -> dict[str, Any]:
+    """One deployment of ``kind``: start, run split_supervised once, read the timelines."""
+    warm, poll = KINDS[kind]
+    record: dict[str, Any] = {"kind": kind, "warm": warm, "task_poll_interval": poll}
+    record["loadavg_before"] = _load()
+    t0 = time.monotonic()
+    with local_deployment(nodes, warm=warm, task_poll_interval=poll, log_level="DEBUG") as dep:
+        record["startup_s"] = round(time.monotonic() - t0, 2)
+        out = dep.workdir / "outputs"
+        res = dep.run_experiment("split_supervised", f"{OVERRIDES} paths.output_dir={out}")
+        if res.status != "finished:completed":
+            raise SystemExit(f"{kind}: run {res.status}: {res.output[-2000:]}")
+        msgs = [m for m in client_timeline(dep) if m["type"] == STEP]
+        record["exchanges"] = exchanges(dep.logs, nodes)
+    record["messages"] = [
+        {**m, "service": float(m["start_clientapp"] or 0) + float(m["run_clientapp"] or 0)}
+        | {"service_to_sent": _sum(m)}
+        for m in msgs
+    ]
+    record["semcom_run_wall_s"] = round(res.wall_s, 2)
+    record["loadavg_after"] = _load()
+    return record
+
+
+def _sum(m: dict[str, Any]) -> float:
+    return sum(float(m[k] or 0) for k in ("start_clientapp", "run_clientapp", "to_superlink"))
+
+
+def time_imports(repeats: int) -> list[dict[str, Any]]:
+    """Wall time of a fresh interpreter importing what a ClientApp process imports; the
+    variants interleaved, the order reversed every other repeat."""
+    rows = []
+    for r in range(repeats):
+        order = list(IMPORTS) if r % 2 == 0 else list(reversed(IMPORTS))
+        for name in order:
+            load = _load()
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", IMPORTS[name]], cwd=ROOT, check=True)  # noqa: S603
+            rows.append(
+                {"variant": name, "wall_s": round(time.perf_counter() - t0, 3), "loadavg": load}
+            )
+    return rows
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    xs = sorted(values)
+    p90 = xs[min(len(xs) - 1, round(0.9 * (len(xs) - 1)))]
+    return {
+        "n": len(xs),
+        "median": round(statistics.median(xs), 3),
+        "p90": round(p90, 3),
+        "min": round(xs[0], 3),
+        "max": round(xs[-1], 3),
+    }
+
+
+def summarise(data: dict[str, Any]) -> dict[str, Any]:
+    """The summary keys from ``data["runs"]`` and ``data["imports"]``."""
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        runs = [r for r in data.get("runs", []) if r["kind"] == kind]
+        if not runs:
+            continue
+        entry: dict[str, Any] = {"runs": len(runs)}
+        for key, rows in (("exchange", "exchanges"), ("service", "messages")):
+            values = [float(x[key]) for r in runs for x in r[rows]]
+            per_run = [statistics.median(float(x[key]) for x in r[rows]) for r in runs]
+            entry[f"{key}_s"] = _stats(values)
+            entry[f"{key}_s_run_medians"] = [round(v, 3) for v in per_run]
+        for phase in ("start_clientapp", "run_clientapp", "to_superlink", "gap"):
+            values = [float(m[phase]) for r in runs for m in r["messages"] if m[phase] is not None]
+            entry[f"{phase}_s"] = _stats(values)
+        entry["semcom_run_wall_s"] = [r["semcom_run_wall_s"] for r in runs]
+        entry["loadavg"] = [r["loadavg_before"][0] for r in runs] + [
+            r["loadavg_after"][0] for r in runs
+        ]
+        out[kind] = entry
+    if "warm" in out:
+        out["deploy_exchange_median_s"] = out["warm"]["exchange_s"]["median"]
+        out["deploy_exchange_p90_s"] = out["warm"]["exchange_s"]["p90"]
+        out["deploy_exchange_median_s_spread"] = _spread(out["warm"]["exchange_s_run_medians"])
+    if "cold" in out:
+        out["deploy_exchange_median_s_cold"] = out["cold"]["exchange_s"]["median"]
+        out["deploy_exchange_p90_s_cold"] = out["cold"]["exchange_s"]["p90"]
+        out["deploy_exchange_median_s_cold_spread"] = _spread(out["cold"]["exchange_s_run_medians"])
+    for variant in IMPORTS:
+        walls = [i["wall_s"] for i in data.get("imports", []) if i["variant"] == variant]
+        if walls:
+            out[f"clientapp_import_s_{variant}"] = _stats(walls)
+    out["goals"] = {"deploy_exchange_median_s": GOAL_S}
+    return out
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "max": max(values)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="benchmarks/edge.py", description=__doc__.splitlines()[0])
+    p.add_argument("--kinds", nargs="*", default=[], choices=list(KINDS))
+    p.add_argument("--imports", action="store_true", help="time the ClientApp imports")
+    p.add_argument("--repeats", type=int, default=3, help="--imports repeats")
+    p.add_argument("--summarise", action="store_true", help="only rewrite the summary")
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args(argv)
+    data: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    data.setdefault("benchmark", "benchmarks/edge.py")
+    data.setdefault("setup", {"overrides": OVERRIDES, "nodes": 2, "tls": True, "auth": True})
+    data["setup"]["cpus"] = os.cpu_count()
+    for kind in args.kinds:
+        record = run_once(kind)
+        data.setdefault("runs", []).append(record)
+        ex = [x["exchange"] for x in record["exchanges"]]
+        print(f"{kind}: exchange median {statistics.median(ex):.2f} s over {len(ex)}", flush=True)
+        with atomic_write(args.out) as fh:
+            json.dump(data, fh, indent=1)
+    if args.imports:
+        data.setdefault("imports", []).extend(time_imports(args.repeats))
+    data.update(summarise(data))
+    with atomic_write(args.out) as fh:
+        json.dump(data, fh, indent=1)
+    keys = [k for k in data if k.startswith(("deploy_", "clientapp_"))]
+    print(json.dumps({k: data[k] for k in keys}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
