@@ -17,6 +17,9 @@ got        the ServerApp has it (its ``node <id>: ...`` log line)
 Usage::
 
     python -m simulations.deploy_latency --runs 3 --num-supernodes 2 --task-poll-interval 0.05
+    python -m simulations.deploy_latency --cold ...   # no semcom-worker per SuperNode
+
+Split-learning exchanges, cold vs warm, with interleaved repeats: benchmarks/edge.py.
 """
 
 from __future__ import annotations
@@ -193,11 +196,18 @@ def measure(
     *,
     tls: bool = True,
     auth: bool = True,
+    warm: bool = True,
 ) -> dict[str, object]:
-    """Run ``node_check`` ``runs`` times on a fresh deployment; return timings and summary."""
+    """Run ``node_check`` ``runs`` times on a fresh deployment; return timings and summary.
+    ``warm``: a ``semcom-worker`` per SuperNode (``False``: every ClientApp cold)."""
     load_before = os.getloadavg()
     with local_deployment(
-        num_nodes, tls=tls, auth=auth, task_poll_interval=task_poll_interval, log_level="DEBUG"
+        num_nodes,
+        tls=tls,
+        auth=auth,
+        task_poll_interval=task_poll_interval,
+        log_level="DEBUG",
+        warm=warm,
     ) as dep:
         walls: list[float] = []
         logs: list[Path] = []
@@ -218,6 +228,7 @@ def measure(
         "task_poll_interval": task_poll_interval,
         "tls": tls,
         "auth": auth,
+        "warm": warm,
         "runs": runs,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
@@ -265,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the client-side phases of every message",
     )
     p.add_argument("--overrides", default="", help="hydra overrides for --experiment")
+    p.add_argument("--cold", action="store_true", help="no semcom-worker per SuperNode")
     args = p.parse_args(argv)
     if args.experiment:
         return _experiment_mode(args)
@@ -275,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for nodes in args.num_supernodes:
             for poll in polls:
-                results.append(measure(args.runs, nodes, poll))
+                results.append(measure(args.runs, nodes, poll, warm=not args.cold))
                 print(markdown(results[-1:]), flush=True)
     except DeploymentError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -302,7 +314,9 @@ def _experiment_mode(args: argparse.Namespace) -> int:
         for poll in polls:
             load_before = os.getloadavg()
             try:
-                with local_deployment(nodes, task_poll_interval=poll, log_level="DEBUG") as dep:
+                with local_deployment(
+                    nodes, task_poll_interval=poll, log_level="DEBUG", warm=not args.cold
+                ) as dep:
                     over = f"{args.overrides} paths.output_dir={dep.workdir / 'outputs'}"
                     res = dep.run_experiment(args.experiment, over.strip(), timeout=3600)
                     rows = client_timeline(dep)
@@ -316,6 +330,7 @@ def _experiment_mode(args: argparse.Namespace) -> int:
                     "overrides": args.overrides,
                     "num_nodes": nodes,
                     "task_poll_interval": poll,
+                    "warm": not args.cold,
                     "status": res.status,
                     "semcom_run_wall_s": res.wall_s,
                     "loadavg_before": load_before,

@@ -249,8 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task-poll-interval",
         type=float,
-        default=None,
-        help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL on the SuperNodes (Flower default 1.0 s)",
+        default=0.1,
+        help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL on the SuperNodes, seconds (default 0.1; "
+        "Flower's own default is 1.0)",
     )
     p.add_argument("--log-level", default=None, help="FLWR_LOG_LEVEL (DEBUG adds timestamps)")
     p.add_argument("--workdir", default=None, help="keep certificates, logs and DB here")
