@@ -262,7 +262,10 @@ def aggregate_slf(folders: Sequence[str | Path], out: Path) -> dict[str, Any]:
                         for n in ns
                     ],
                 ),  # fmt: skip
-                "FedAvg (4 rounds), at x = 5": ([5], [metrics[f"{case}/fedavg/{col}"]["values"]]),
+                "FedAvg (4 rounds; no n)": (
+                    ns,
+                    [metrics[f"{case}/fedavg/{col}"]["values"]] * len(ns),
+                ),
             }
             series = {
                 k: (x, [[v * scale for v in vs] for vs in ys]) for k, (x, ys) in series.items()
