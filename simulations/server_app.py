@@ -29,12 +29,13 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.superlink.grid import InMemoryGrid  # the simulation engine's grid
 
-# The ClientApp's modules first, as this module's first project import: in a simulation Flower
-# loads the ClientApp in the main thread while this ServerApp runs in another, and two threads
-# importing torchvision for the first time at once can hand one of them a partially
-# initialised module ("cannot import name 'datasets' from partially initialized module
-# 'torchvision'", seen 2 of 3 times under load). Importing the whole ClientApp here makes the
-# two threads meet on one module lock before either holds another project module's lock.
+# The ClientApp module first, as this module's first project import: in a simulation Flower
+# loads the ClientApp in the main thread while this ServerApp runs in another. Two threads
+# importing torchvision for the first time at once handed one of them a partially initialised
+# module ("cannot import name 'datasets' from partially initialized module 'torchvision'",
+# seen 2 of 3 times under load, when the ClientApp module imported torch). The module is now
+# the light relaying app (no torch; the full app is built on its first cold message), so the
+# main thread imports no torchvision while this thread does; keeping it first keeps the order.
 import flwr_semcom.client_app  # noqa: F401  (must stay the first project import)
 import simulations.experiments as experiments_pkg
 from flwr_semcom.checkpoint import CheckpointError
