@@ -9,11 +9,13 @@ client skipped under ``on_failure=skip`` contributes ẑ = 0 (like a dropped mod
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from logging import ERROR
+from typing import Any
 
 import torch
-from flwr.app import Message
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
@@ -21,7 +23,7 @@ from flwr_semcom.runtime.messaging import ClientFailureError, ClientInfo, Messen
 from flwr_semcom.split.protocol import unpack_tensors
 from flwr_semcom.split.tasks import ServerTask
 
-__all__ = ["Uplinks", "deliver"]
+__all__ = ["Uplinks", "copy_message", "deliver", "uplink_digest"]
 
 Batches = list[dict[str, torch.Tensor]]
 
@@ -50,6 +52,14 @@ class Uplinks:
             return {"uplink": sum(self.server.channel_uses(u) for u in ups)}
 
         return uses
+
+    def reply_uses(self, reply: Message, msg: Message) -> dict[str, int]:
+        """The channel uses of ``reply``'s uplink for the plan of ``msg`` (a replay)."""
+        if "uplink" not in reply.content or "plan" not in msg.content:
+            return {}
+        sizes = [int(s) for s in msg.content.array_records["plan"]["sizes"].numpy()]
+        ups = unpack_tensors(reply.content.array_records["uplink"], sizes)
+        return {"uplink": sum(self.server.channel_uses(u) for u in ups)}
 
     def collect(
         self, replies: Sequence[Message | None], sizes: list[int], who: Callable[[int], str]
@@ -89,6 +99,31 @@ class Uplinks:
             }
             for n in sizes
         ]
+
+
+def uplink_digest(reply: Message) -> str:
+    """SHA-256 of a reply's ``"uplink"`` arrays (names and bytes; ``""`` without uplink)."""
+    if "uplink" not in reply.content:
+        return ""
+    h = hashlib.sha256()
+    rec = reply.content.array_records["uplink"]
+    for name in sorted(rec):
+        h.update(name.encode())
+        h.update(rec[name].data)
+    return h.hexdigest()
+
+
+def copy_message(msg: Message, dst: int, **config: Any) -> Message:
+    """``msg``'s records to node ``dst``, with ``config`` set in its ``"config"`` record."""
+    content = RecordDict()
+    for name, record in msg.content.items():
+        content[name] = record
+    if config:
+        values = dict(msg.content.config_records["config"])
+        values.update(config)
+        content["config"] = ConfigRecord(values)
+    meta = msg.metadata
+    return Message(content, dst, meta.message_type, group_id=meta.group_id)
 
 
 def deliver(

@@ -137,6 +137,13 @@ def _check_position(spec: MessageSpec, state: RecordDict) -> int:
                 f"{TRAIN_STEP}: got exchange {spec.exchange} of round {spec.round} but this client "
                 "has no split state (the pass must start with exchange 0)"
             )
+        if spec.round > 1 and not spec.fresh:  # a restarted node: never re-initialise silently
+            raise ValueError(
+                f"{TRAIN_STEP}: got exchange 0 of round {spec.round} but this client has no split "
+                "state (the node restarted and lost it?); refused instead of training on from "
+                "the initial weights: the server must restore it (train.split_restore) or mark "
+                "the message fresh"
+            )
         return spec.round
     last = state.config_records[meta_key]
     last_round, last_exchange = int(last["round"]), int(last["exchange"])  # type: ignore[arg-type]

@@ -5,7 +5,9 @@ One training action carries everything a client needs for one exchange (docs/spl
 ``train.split_step`` (server → client)
     ``"config"`` :class:`ConfigRecord` — the reserved keys :data:`RESERVED` (``task``,
     ``stage``, ``round``, ``exchange``, ``profile``; ``weights`` for ``query.split_state``;
-    ``attempt`` on a re-send; ``fresh`` for ``train.split_set_model``; ``persist``: write the
+    ``attempt`` on a re-send; ``fresh`` for ``train.split_set_model``, and on exchange 0 of
+    a round > 1 to a client the server never trained (a client without state refuses
+    exchange 0 of a later round otherwise); ``persist``: write the
     node's full state into ``context.state`` after this step, docs/split.md "Warm client
     state") and the *task
     parameters*: every other key, a plain value (str, int, float, bool) handed to the task
