@@ -56,8 +56,8 @@ from flwr_semcom.runtime.messaging import (
     collect,
     record_transfer,
 )
-from flwr_semcom.split.protocol import QUERY_STATE, RESTORE_STATE
-from strategies._split_nodes import SplitNodes
+from flwr_semcom.split.protocol import QUERY_CHECKPOINT, QUERY_STATE, RESTORE_STATE
+from strategies._split_nodes import SplitNodes, fetch_checkpoint
 from strategies._split_plan import EvalPlan, PassPlan
 from strategies._split_uplinks import Uplinks, copy_message, deliver, uplink_digest
 
@@ -132,12 +132,22 @@ class SplitRecovery(SplitNodes):
         node), keeps its state from ``previous`` (not in the ledger)."""
         previous = previous if previous is not None else self._rec.states
         states = super().fetch_client_checkpoint(grid, previous, server_round)
-        for c in self.clients:
-            p = c.partition_id
-            if "meta" not in states.get(p, {}) and previous and "meta" in previous.get(p, {}):
-                _say(WARNING, f"client {c.describe()} has no split state (restarted?); the "
+        wait = self.policy.on_failure == "wait" and server_round == self._rec.round > 0
+        for c, info in enumerate(self.clients):
+            p = info.partition_id
+            lost = "meta" not in states.get(p, {}) and "meta" in (previous or {}).get(p, {})
+            silent = previous is not None and p in previous and states.get(p) is previous[p]
+            if wait and (lost or silent):  # bring it to the end of the round, ask again
+                where = f"{QUERY_CHECKPOINT}, round {server_round}, checkpoint"
+                info = self._recover(grid, c, "", where, force=False)
+                states[p] = fetch_checkpoint(
+                    grid, [info], self._config(0), previous=None, server_round=server_round,
+                    poll_interval=self.poll_interval, timeout=self.timeout,
+                )[p]  # fmt: skip
+            elif lost:
+                _say(WARNING, f"client {info.describe()} has no split state (restarted?); the "
                      f"checkpoint after round {server_round} keeps its previous state")  # fmt: skip
-                states[p] = previous[p]
+                states[p] = previous[p]  # type: ignore[index]
         self._remember(states, server_round)
         return states
 
