@@ -98,7 +98,8 @@ class RunLog:
             round_,
             rounds,
             row["loss"],
-            "" if math.isnan(acc) else f" | test acc {acc:.4f}",
+            ("" if math.isnan(acc) else f" | test acc {acc:.4f}")
+            + ("" if math.isnan(row["val_accuracy"]) else f" | val acc {row['val_accuracy']:.4f}"),
             f"{row['bits']:.4g}",
             f"{8 * bits['control_bytes']:.3g}",
             norm,
