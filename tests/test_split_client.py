@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+from _split_handlers import ACTIONS, OVERRIDES, TASK, node_context, run_config, to_node
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from flwr_semcom.paper1.factory import client_task_factories
 from flwr_semcom.split.client import split_actions
 from flwr_semcom.split.protocol import (
     EVAL_FORWARD,
@@ -24,13 +24,7 @@ from flwr_semcom.split.protocol import (
 )
 from flwr_semcom.split.schedule import client_plans, eval_batches, train_batches
 
-OVERRIDES = (
-    "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
-    "strategy.batch_size=4 strategy.steps_per_message=2"
-)
-TASK = "rgbd_supervised"
-RUN_CONFIG = {"experiment": "split_supervised", "overrides": OVERRIDES}
-ACTIONS = split_actions(client_task_factories())
+TWO_STEPS = f"{OVERRIDES} strategy.steps_per_message=2"
 split_step, split_forward, split_state = (
     ACTIONS[TRAIN_STEP],
     ACTIONS[EVAL_FORWARD],
@@ -38,22 +32,7 @@ split_step, split_forward, split_state = (
 )
 
 
-def _message(content: RecordDict, message_type: str) -> Message:
-    meta = Metadata(
-        run_id=1,
-        message_id=f"m{time.monotonic_ns()}",
-        src_node_id=1,
-        dst_node_id=7,
-        reply_to_message_id="",
-        group_id="",
-        created_at=time.time(),
-        ttl=600.0,
-        message_type=message_type,
-    )
-    return Message(content=content, metadata=meta)  # type: ignore[call-overload]
-
-
-def _config(exchange: int = 0, round_: int = 1, **extra: object) -> ConfigRecord:
+def _config(exchange: int = 0, round_: int = 1, **extra: Any) -> ConfigRecord:
     return config_record(
         TASK, stage="finetune", round=round_, exchange=exchange, profile=False, **extra
     )
@@ -61,13 +40,7 @@ def _config(exchange: int = 0, round_: int = 1, **extra: object) -> ConfigRecord
 
 @pytest.fixture
 def context() -> Iterator[Context]:
-    yield Context(
-        run_id=1,
-        node_id=7,
-        node_config={"partition-id": 0, "num-partitions": 2},
-        state=RecordDict(),
-        run_config=dict(RUN_CONFIG),
-    )
+    yield node_context(1, TWO_STEPS)
 
 
 def _plans() -> list[list]:  # type: ignore[type-arg]
@@ -89,7 +62,7 @@ def _grads_for(reply: Message, sizes: list[int]) -> ArrayRecord:
 def test_a_pass_updates_weights_and_counts_batch_norm_once_per_batch(context: Context) -> None:
     g1, g2 = _plans()
     r0 = split_step(
-        _message(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
+        to_node(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
     )
     z = r0.content.array_records["uplink"]["z_hat"]
     assert z.shape == (8, 8)  # 2 batches of 4 samples, 2k = 8 reals
@@ -98,7 +71,7 @@ def test_a_pass_updates_weights_and_counts_batch_norm_once_per_batch(context: Co
         context.state.array_records[f"split.{TASK}.model"]["transmitter.head.linear.weight"]
     )
     r1 = split_step(
-        _message(
+        to_node(
             RecordDict(
                 {"config": _config(1), "grads": _grads_for(r0, [4, 4]), "plan": encode_plan(g2)}
             ),
@@ -112,7 +85,7 @@ def test_a_pass_updates_weights_and_counts_batch_norm_once_per_batch(context: Co
     )
     assert not torch.equal(w0, w1)
     r2 = split_step(
-        _message(RecordDict({"config": _config(2), "grads": _grads_for(r1, [4, 4])}), TRAIN_STEP),
+        to_node(RecordDict({"config": _config(2), "grads": _grads_for(r1, [4, 4])}), TRAIN_STEP),
         context,
     )
     assert "uplink" not in r2.content
@@ -124,37 +97,37 @@ def test_a_pass_updates_weights_and_counts_batch_norm_once_per_batch(context: Co
 def test_out_of_order_and_inconsistent_messages_are_refused(context: Context) -> None:
     g1, _ = _plans()
     with pytest.raises(ValueError, match="has no split state"):
-        split_step(_message(RecordDict({"config": _config(1)}), TRAIN_STEP), context)
+        split_step(to_node(RecordDict({"config": _config(1)}), TRAIN_STEP), context)
     r0 = split_step(
-        _message(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
+        to_node(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
     )
     with pytest.raises(ValueError, match="after exchange 0 of round 1; a message was lost"):
         split_step(
-            _message(
+            to_node(
                 RecordDict({"config": _config(2), "grads": _grads_for(r0, [4, 4])}), TRAIN_STEP
             ),
             context,
         )
     with pytest.raises(ValueError, match="carries no gradients"):
-        split_step(_message(RecordDict({"config": _config(1)}), TRAIN_STEP), context)
+        split_step(to_node(RecordDict({"config": _config(1)}), TRAIN_STEP), context)
     context.state[f"split.{TASK}.pending"] = encode_plan(g1[:1])  # 4 samples pending
     with pytest.raises(ValueError, match="8 rows, expected 4"):
         bad = _grads_for(r0, [4, 4])
-        split_step(_message(RecordDict({"config": _config(1), "grads": bad}), TRAIN_STEP), context)
+        split_step(to_node(RecordDict({"config": _config(1), "grads": bad}), TRAIN_STEP), context)
     with pytest.raises(ValueError, match="no 'config' record"):
-        split_step(_message(RecordDict(), TRAIN_STEP), context)
+        split_step(to_node(RecordDict(), TRAIN_STEP), context)
 
 
 def test_evaluation_leaves_the_state_unchanged(context: Context) -> None:
     g1, _ = _plans()
     split_step(
-        _message(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
+        to_node(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
     )
     before = {
         k: to_tensor(v) for k, v in context.state.array_records[f"split.{TASK}.model"].items()
     }
     plan = client_plans(eval_batches(torch.arange(10), 4), 0, seed=0, stage="eval", round_=0)
-    msg = _message(RecordDict({"config": _config(), "plan": encode_plan(plan)}), EVAL_FORWARD)
+    msg = to_node(RecordDict({"config": _config(), "plan": encode_plan(plan)}), EVAL_FORWARD)
     a = split_forward(msg, context)
     b = split_forward(msg, context)
     assert a.content.array_records["uplink"]["z_hat"].shape == (10, 8)
@@ -167,25 +140,25 @@ def test_evaluation_leaves_the_state_unchanged(context: Context) -> None:
 
 
 def test_state_query_reports_role_and_weights(context: Context) -> None:
-    info = split_state(_message(RecordDict({"config": _config()}), QUERY_STATE), context)
+    info = split_state(to_node(RecordDict({"config": _config()}), QUERY_STATE), context)
     rec = info.content.config_records["info"]
     assert rec["role"] == "rgb" and rec["partition-id"] == 0 and rec["error"] == ""
     assert "state" not in info.content
-    full = split_state(
-        _message(RecordDict({"config": _config(weights=True)}), QUERY_STATE), context
-    )
+    full = split_state(to_node(RecordDict({"config": _config(weights=True)}), QUERY_STATE), context)
     assert "transmitter.head.linear.weight" in full.content.array_records["state"]
-    spare = Context(1, 9, {"partition-id": 5, "num-partitions": 6}, RecordDict(), RUN_CONFIG)
-    rep = split_state(_message(RecordDict({"config": _config()}), QUERY_STATE), spare)
+    spare = Context(
+        1, 9, {"partition-id": 5, "num-partitions": 6}, RecordDict(), run_config(TWO_STEPS)
+    )
+    rep = split_state(to_node(RecordDict({"config": _config()}), QUERY_STATE), spare)
     assert "partition-id: 5 out of range" in str(rep.content.config_records["info"]["error"])
 
 
 def test_unknown_tasks_and_task_parameters_are_refused(context: Context) -> None:
     other = ConfigRecord({"task": "no_such_task", "round": 1})
     with pytest.raises(ValueError, match="unknown split task 'no_such_task'; this client serves"):
-        split_state(_message(RecordDict({"config": other}), QUERY_STATE), context)
+        split_state(to_node(RecordDict({"config": other}), QUERY_STATE), context)
     bad = config_record(TASK, {"method": "decur"}, round=1)
-    rep = split_state(_message(RecordDict({"config": bad}), QUERY_STATE), context)
+    rep = split_state(to_node(RecordDict({"config": bad}), QUERY_STATE), context)
     assert "unknown task parameter(s) ['method']" in str(
         rep.content.config_records["info"]["error"]
     )
@@ -196,26 +169,24 @@ def test_unknown_tasks_and_task_parameters_are_refused(context: Context) -> None
 def test_set_model_installs_weights_and_fresh_forgets_the_optimizer(context: Context) -> None:
     g1, _ = _plans()
     split_step(
-        _message(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
+        to_node(RecordDict({"config": _config(0), "plan": encode_plan(g1)}), TRAIN_STEP), context
     )
     model = context.state.array_records[f"split.{TASK}.model"]
     zeros = ArrayRecord({k: torch.zeros_like(to_tensor(v)) for k, v in model.items()})
     rep = ACTIONS[SET_MODEL](
-        _message(RecordDict({"config": config_record(TASK), "weights": zeros}), SET_MODEL), context
+        to_node(RecordDict({"config": config_record(TASK), "weights": zeros}), SET_MODEL), context
     )
     assert rep.content.config_records["info"]["fresh"] is False
     assert f"split.{TASK}.optim" in context.state  # kept: FedAvg of the weights only
     stored = context.state.array_records[f"split.{TASK}.model"]
     assert all(float(to_tensor(v).abs().sum()) == 0.0 for v in stored.values())
     fresh = config_record(TASK, fresh=True)
-    ACTIONS[SET_MODEL](
-        _message(RecordDict({"config": fresh, "weights": zeros}), SET_MODEL), context
-    )
+    ACTIONS[SET_MODEL](to_node(RecordDict({"config": fresh, "weights": zeros}), SET_MODEL), context)
     assert sorted(k for k in context.state if k.startswith("split.")) == [f"split.{TASK}.model"]
     wrong = ArrayRecord({"w": torch.zeros(2)})
     with pytest.raises(ValueError, match="does not fit the model"):
         ACTIONS[SET_MODEL](
-            _message(RecordDict({"config": fresh, "weights": wrong}), SET_MODEL), context
+            to_node(RecordDict({"config": fresh, "weights": wrong}), SET_MODEL), context
         )
 
 
@@ -226,7 +197,7 @@ def test_a_task_is_built_once_per_run_node_and_parameters() -> None:
 
     built: list[tuple[int, str]] = []
 
-    def factory(context: Ctx, params: dict[str, object]) -> ClientTask:
+    def factory(context: Ctx, params: Mapping[str, Any]) -> ClientTask:
         built.append((context.node_id, str(params.get("tag", ""))))
         return DeviceTask(torch.nn.Linear(3, 4), torch.randn(5, 3), optimizer=torch.optim.SGD)
 
@@ -235,6 +206,6 @@ def test_a_task_is_built_once_per_run_node_and_parameters() -> None:
     for tag in ("a", "a", "b"):
         for ctx in ctxs:
             rec = config_record("vec", {"tag": tag})
-            reply = actions[QUERY_STATE](_message(RecordDict({"config": rec}), QUERY_STATE), ctx)
+            reply = actions[QUERY_STATE](to_node(RecordDict({"config": rec}), QUERY_STATE), ctx)
             assert reply.content.config_records["info"]["role"] == "device"
     assert built == [(1, "a"), (2, "a"), (1, "b"), (2, "b")]

@@ -10,14 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _messages import received  # tests/ is on sys.path
+from _split_handlers import ACTIONS, TASK, node_context, to_node  # tests/ is on sys.path
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from flwr_semcom.guard import NonFiniteError
-from flwr_semcom.paper1.factory import client_task_factories
 from flwr_semcom.runtime.relay import run_worker_hooks
 from flwr_semcom.split import live
-from flwr_semcom.split.client import split_actions
 from flwr_semcom.split.protocol import (
     EVAL_FORWARD,
     QUERY_CHECKPOINT,
@@ -33,29 +31,16 @@ from flwr_semcom.split.protocol import (
 )
 from flwr_semcom.split.schedule import BatchPlan, client_plans, eval_batches, group, train_batches
 
-OVERRIDES = (
-    "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
-    "strategy.batch_size=4"
-)
-TASK = "rgbd_supervised"
-RUN_CONFIG = {"experiment": "split_supervised", "overrides": OVERRIDES}
-ACTIONS = split_actions(client_task_factories())
 FULL = {f"split.{TASK}.{p}" for p in ("model", "optim", "optim_meta", "meta")}
 _runs = iter(range(100, 10_000))
 
 
-def _context(run_id: int | None = None) -> Context:
-    return Context(
-        run_id=next(_runs) if run_id is None else run_id,
-        node_id=7,
-        node_config={"partition-id": 0, "num-partitions": 2},
-        state=RecordDict(),
-        run_config=dict(RUN_CONFIG),
-    )
+def _context() -> Context:
+    return node_context(next(_runs))  # a new run each: no live entry is shared
 
 
 def _call(action: str, content: RecordDict, ctx: Context) -> Message:
-    msg = received(content, action, dst=ctx.node_id)
+    msg = to_node(content, action)
     run_worker_hooks(msg, ctx)  # what the worker does before every message
     return ACTIONS[action](msg, ctx)
 
@@ -192,7 +177,7 @@ def test_a_message_of_another_action_sees_the_full_records() -> None:
     with live.warm():
         _step(ctx, 1, 0, _groups(1, 1)[0], None)
         assert _split_keys(ctx) == {f"split.{TASK}.meta"}
-        run_worker_hooks(received(RecordDict(), "train.other", dst=7), ctx)
+        run_worker_hooks(to_node(RecordDict(), "train.other"), ctx)
         assert _split_keys(ctx) >= FULL | {f"split.{TASK}.pending"}
         assert live.current(ctx, TASK) is None  # forgotten: the next step reloads
 
