@@ -14,9 +14,10 @@ timeline from the SuperNode logs (:func:`simulations.deploy_latency.client_timel
   process + imports + handler (relay) + the SuperNode's reply poll;
 - ``start_clientapp``, ``run_clientapp``, ``to_superlink``, ``gap`` as in deploy_latency.
 
-Kinds (:data:`KINDS`): ``cold`` = no worker, Flower's 1 s SuperExec poll (what
-``semcom-deploy --cold`` did before warm clients); ``warm`` = a ``semcom-worker`` per SuperNode
-and ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` = 0.1 s (``semcom-deploy``'s defaults). One
+Kinds (:data:`KINDS`): ``cold`` = no worker, Flower's 1 s SuperExec poll (how deployments ran
+before issue #16); ``warm`` = a ``semcom-worker`` per SuperNode, the ``flwr-clientapp`` fork
+server (deploy/clientapp_launcher.py) and ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` = 0.1 s
+(``semcom-deploy``'s defaults); ``warm_no_launcher``, ``warm_poll1``: one of those off. One
 invocation runs ``--kinds`` once each, in order, and appends them to ``--out``; the shell loop
 of docs/deployment.md interleaves repeats (cold, warm, warm, cold, ...) with one lock hold per
 invocation. ``--imports`` times the ClientApp process's imports instead (before: the full app,
@@ -59,12 +60,13 @@ OVERRIDES = (
     "strategy.batch_size=6 strategy.rounds=1 strategy.eval_batch_size=16 "
     "strategy.steps_per_message=2"
 )
-#: kind → (warm clients, FLWR_SUPEREXEC_TASK_POLL_INTERVAL or None for Flower's 1.0 s)
-KINDS: dict[str, tuple[bool, float | None]] = {
-    "cold": (False, None),
-    "warm": (True, 0.1),
-    "warm_poll1": (True, None),
-    "cold_poll01": (False, 0.1),
+#: kind → (warm clients, clientapp launcher, FLWR_SUPEREXEC_TASK_POLL_INTERVAL or None for
+#: Flower's 1.0 s)
+KINDS: dict[str, tuple[bool, bool, float | None]] = {
+    "cold": (False, False, None),
+    "warm": (True, True, 0.1),
+    "warm_no_launcher": (True, False, 0.1),
+    "warm_poll1": (True, True, None),
 }
 STEP = "train.split_step"
 GOAL_S = 4.0
@@ -95,11 +97,14 @@ def exchanges(dep_logs: dict[str, Path], nodes: int) -> list[dict[str, Any]]:
 
 def run_once(kind: str, nodes: int = 2) -> dict[str, Any]:
     """One deployment of ``kind``: start, run split_supervised once, read the timelines."""
-    warm, poll = KINDS[kind]
-    record: dict[str, Any] = {"kind": kind, "warm": warm, "task_poll_interval": poll}
+    warm, launcher, poll = KINDS[kind]
+    record: dict[str, Any] = {"kind": kind, "warm": warm, "launcher": launcher}
+    record["task_poll_interval"] = poll
     record["loadavg_before"] = _load()
     t0 = time.monotonic()
-    with local_deployment(nodes, warm=warm, task_poll_interval=poll, log_level="DEBUG") as dep:
+    with local_deployment(
+        nodes, warm=warm, launcher=launcher, task_poll_interval=poll, log_level="DEBUG"
+    ) as dep:
         record["startup_s"] = round(time.monotonic() - t0, 2)
         out = dep.workdir / "outputs"
         res = dep.run_experiment("split_supervised", f"{OVERRIDES} paths.output_dir={out}")

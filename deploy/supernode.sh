@@ -29,6 +29,11 @@
 #                      worker-socket=DIR/worker.sock and a random worker-session: every
 #                      ClientApp process relays its message to this worker and imports no
 #                      torch. The worker exits with the SuperNode (it watches its PID).
+#                      With it, `flwr-clientapp` itself starts in milliseconds: a fork server
+#                      (deploy/clientapp_launcher.py, DIR/launcher.sock) holds Flower's
+#                      ClientApp code imported and forks a process per message;
+#                      DIR/bin/flwr-clientapp (deploy/flwr_clientapp_shim.py) goes first on
+#                      the SuperNode's PATH and hands each launch to it (--no-launcher: off).
 #   --worker-log FILE  the worker's log (default DIR/worker.log)
 #   --worker-threads N torch threads of the worker (default: torch's)
 #   --insecure         plain HTTP to a SuperLink started with --insecure (loopback tests only)
@@ -54,6 +59,7 @@ poll=""
 worker_dir=""
 worker_log=""
 worker_threads=0
+launcher=1
 insecure=0
 extra=()
 while [ $# -gt 0 ]; do
@@ -77,13 +83,14 @@ while [ $# -gt 0 ]; do
       shift
       ;;
     --insecure) insecure=1 ;;
+    --no-launcher) launcher=0 ;;
     --)
       shift
       extra=("$@")
       break
       ;;
     -h | --help)
-      sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -153,6 +160,26 @@ if [ -n "$worker_dir" ]; then
     die "semcom-worker did not listen on $sock within 600 s (log $worker_log)"
   node_config="${node_config:+$node_config }worker-socket=\"$sock\" worker-session=\"$session\""
   echo "$prog: semcom-worker pid $worker_pid on $sock (session $session)" >&2
+  if [ "$launcher" -eq 1 ]; then
+    lsock="$worker_dir/launcher.sock"
+    "$py" "$here/clientapp_launcher.py" --socket "$lsock" --owner-pid $$ \
+      >>"$worker_dir/launcher.log" 2>&1 </dev/null &
+    launcher_pid=$!
+    for _ in $(seq 240); do
+      grep -q "launcher $launcher_pid: serving" "$worker_dir/launcher.log" 2>/dev/null && break
+      kill -0 "$launcher_pid" 2>/dev/null ||
+        die "clientapp launcher exited at start: $(tail -n 1 "$worker_dir/launcher.log" 2>/dev/null)"
+      sleep 0.25
+    done
+    grep -q "launcher $launcher_pid: serving" "$worker_dir/launcher.log" 2>/dev/null ||
+      die "clientapp launcher did not listen on $lsock within 60 s"
+    mkdir -p "$worker_dir/bin"
+    { echo "#!$py -IS"; tail -n +2 "$here/flwr_clientapp_shim.py"; } >"$worker_dir/bin/flwr-clientapp"
+    chmod 700 "$worker_dir/bin/flwr-clientapp"
+    export SEMCOM_CLIENTAPP_LAUNCHER="$lsock" SEMCOM_FLWR_CLIENTAPP="$(dirname "$found")/flwr-clientapp"
+    export PATH="$worker_dir/bin:$PATH"
+    echo "$prog: clientapp launcher pid $launcher_pid on $lsock" >&2
+  fi
   umask "$old_umask"
 fi
 

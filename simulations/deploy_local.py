@@ -245,6 +245,7 @@ def local_deployment(
     keep_workdir: bool = False,
     start_timeout: float = 120.0,
     warm: bool = True,
+    launcher: bool = True,
 ) -> Iterator[LocalDeployment]:
     """Start a SuperLink and ``num_nodes`` SuperNodes on 127.0.0.1; stop them all on exit.
 
@@ -258,7 +259,8 @@ def local_deployment(
     ``warm``: each SuperNode gets a ``semcom-worker`` (``deploy/supernode.sh --worker``, socket
     ``workdir/workers/node<k>/worker.sock``, or a short private temporary folder when that path
     is too long for a Unix socket), stopped with it; ``False``: every message is handled by
-    Flower's fresh ``flwr-clientapp`` process (cold).
+    Flower's fresh ``flwr-clientapp`` process (cold). ``launcher`` (with ``warm``): that process
+    is forked from a per-SuperNode server that has Flower imported (deploy/clientapp_launcher.py).
     """
     if num_nodes < 1:
         raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
@@ -305,6 +307,7 @@ def local_deployment(
             node_config,
             start_timeout,
             worker_dirs=dep.worker_dirs,
+            launcher=launcher,
         )
         yield dep
         failed = False

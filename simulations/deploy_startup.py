@@ -110,9 +110,11 @@ def start_deployment(
     node_config: str,
     timeout: float,
     worker_dirs: list[Path] | None = None,
+    launcher: bool = True,
 ) -> None:
     """Start the deployment of ``dep``; ``worker_dirs[k]``: SuperNode ``k`` starts its
-    ``semcom-worker`` there first (``deploy/supernode.sh --worker``)."""
+    ``semcom-worker`` there first (``deploy/supernode.sh --worker``), and its ``flwr-clientapp``
+    fork server unless ``launcher`` is false (``--no-launcher``)."""
     work, env, neutral = dep.workdir, dep.env, dep.workdir / "neutral"
     connection = [f"[superlink.{CONNECTION}]", f'address = "{dep.address}"']
     if tls:
@@ -188,6 +190,8 @@ def start_deployment(
             cmd += ["--worker", str(worker_dirs[k])]
             cmd += ["--worker-log", str(work / "logs" / f"worker{k}.log")]
             dep.logs[f"worker{k}"] = work / "logs" / f"worker{k}.log"
+            if not launcher:
+                cmd.append("--no-launcher")
         log = work / "logs" / f"supernode{k}.log"
         dep.logs[f"supernode{k}"] = log
         with open(log, "wb") as fh:
