@@ -223,7 +223,12 @@ class CommLedger:
 
     def write_json(self, path: str | Path) -> None:
         with atomic_write(path) as fh:
-            json.dump({"summary": self.summary(), "transfers": self.to_records()}, fh, indent=1)
+            json.dump(
+                {"summary": self.summary(), "transfers": self.to_records()},
+                fh,
+                indent=1,
+                allow_nan=False,
+            )
 
 
 class atomic_write:  # noqa: N801 - used as a context manager like open()
