@@ -206,14 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {rename_error(err, names)}", file=sys.stderr)
         return 2
-    from flwr_semcom.accounting import atomic_write
-    from flwr_semcom.results import Results, new_run_dir
+    from flwr_semcom.results import Results, new_run_dir, write_json
 
     sweep_dir = resume or new_run_dir(out_root, args.experiment)
     results = Results(sweep_dir, metrics_name="sweep")
     if resume is None:
-        with atomic_write(sweep_dir / "sweep_args.json") as fh:
-            json.dump(vars(args), fh, indent=1)
+        write_json(sweep_dir / "sweep_args.json", vars(args))
     print(f"[semcom-sweep] {len(points)} point(s) over {keys or 'no swept key'} → {sweep_dir}")
     failed = 0
     for i, point in enumerate(points):
@@ -246,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             row.update(flatten(json.loads(summary.read_text())))
         failed += rc != 0
         run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(done) as fh:
-            json.dump(row, fh, indent=1)
+        write_json(done, row)  # strict JSON, atomic
         results.add(row)
     metric = args.metric or next(
         (

@@ -4,81 +4,31 @@ Issue #17 item 4. The cause of the drift was FedAvg's float32 weighted sum taken
 arrival order (and Flower's random node sampling order); :class:`FedAvgMultitask` now sorts
 replies by partition id before it aggregates, sums or writes the ledger. These tests run the
 experiment twice on grids that differ in node IDs and reply order and compare the results
-folders byte for byte (wall times excluded: ``elapsed_s``, ``wall_s``, ``wall_time_s``).
+folders byte for byte (wall times excluded: :data:`_runs.WALL`; multitask writes
+``elapsed_s``, ``wall_s`` and ``wall_time_s``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from _runs import FILES, ScrambledGrid, fingerprint, run_in_process  # tests/ is on sys.path
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from flwr.supercore.task_identity import TaskIdentity
-from test_multitask_federated import TINY, _app  # tests/ is on sys.path
+from test_multitask_federated import TINY, _app
 
 from flwr_semcom.accounting import CommLedger
-from flwr_semcom.config import config_from_run_config
-from flwr_semcom.inprocess import InProcessGrid
 from flwr_semcom.multitask import protocol as P
-from simulations.experiments.multitask import run
 from strategies.fedavg_multitask import FedAvgMultitask
 
-WALL = ("elapsed_s", "wall_s", "wall_time_s", "results_dir")
-
-
-class _ScrambledGrid(InProcessGrid):
-    """An in-process grid with other node IDs that hands replies back in a shuffled order."""
-
-    def __init__(
-        self,
-        node_configs: Sequence[Mapping[str, Any]],
-        run_config: Mapping[str, Any],
-        node_ids: Sequence[int],
-        order_seed: int,
-    ) -> None:
-        super().__init__(_app(), node_configs, run_config)
-        self.contexts = {
-            new: Context(ctx.run_id, new, ctx.node_config, ctx.state, ctx.run_config)
-            for new, ctx in zip(node_ids, self.contexts.values())
-        }
-        self._order = random.Random(order_seed)
-        self.reply_order: list[int] = []  # partition ids, in the order replies were handed out
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        replies = list(super().pull_messages(sorted(message_ids)))
-        self._order.shuffle(replies)
-        self.reply_order += [
-            int(self.contexts[r.metadata.src_node_id].node_config["partition-id"]) for r in replies
-        ]
-        return replies
-
-
-def _strip(value: Any) -> Any:
-    """``value`` without wall-clock fields (recursively)."""
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in WALL}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
-
-
-def _csv_without_wall(path: Path) -> str:
-    rows = list(csv.DictReader(path.open()))
-    out = io.StringIO()
-    names = [n for n in rows[0] if n not in WALL]
-    writer = csv.DictWriter(out, fieldnames=names, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+#: every file a multitask run writes that must not depend on timing
+NAMES = ("metrics.json", *FILES["multitask"])
 
 
 def _run_folder(tmp: Path, node_ids: Sequence[int], order_seed: int) -> tuple[Path, list[int]]:
@@ -86,26 +36,19 @@ def _run_folder(tmp: Path, node_ids: Sequence[int], order_seed: int) -> tuple[Pa
         f"{TINY} multitask.num_devices=3 multitask.num_samples=90 "
         "multitask.methods=[gai,separate] multitask.bandwidth_ratios=[0.25]"
     )
-    rc = {"experiment": "multitask", "overrides": f"{overrides} paths.output_dir={tmp}"}
-    nodes = [{"partition-id": d, "num-partitions": 3} for d in range(3)]
-    grid = _ScrambledGrid(nodes, rc, node_ids, order_seed)
-    summary = run(grid, config_from_run_config(rc), grid.server_context())
+    summary, grid = run_in_process(
+        "multitask",
+        overrides,
+        tmp,
+        grid=lambda nodes, rc: ScrambledGrid(nodes, rc, node_ids, order_seed, app=_app()),
+    )
+    assert isinstance(grid, ScrambledGrid)
     return Path(summary["results_dir"]), grid.reply_order
 
 
-def _fingerprint(folder: Path) -> dict[str, Any]:
+def _fingerprint(folder: Path) -> dict[str, str]:
     """Everything a run writes that must not depend on timing, as comparable text."""
-    return {
-        "metrics.csv": _csv_without_wall(folder / "metrics.csv"),
-        "final.csv": _csv_without_wall(folder / "final.csv"),
-        "metrics.json": _strip(json.loads((folder / "metrics.json").read_text())),
-        "summary.json": _strip(json.loads((folder / "summary.json").read_text())),
-        "ledger.csv": (folder / "ledger.csv").read_text(),
-        "ledger.json": (folder / "ledger.json").read_text(),
-        "gains.csv": (folder / "gains.csv").read_text(),
-        "table.md": (folder / "table.md").read_text(),
-        "gains.md": (folder / "gains.md").read_text(),
-    }
+    return fingerprint(folder, NAMES)
 
 
 def _replies(order: Sequence[int], node_ids: Sequence[int]) -> list[Message]:

@@ -9,8 +9,6 @@ are in test_resume_kill.py (slow).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import random
@@ -20,96 +18,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_multitask_federated import TINY as MT_TINY  # tests/ is on sys.path
-from test_paper1_e2e import TINY as P1_TINY
-from test_slf import SMALL as SLF_SMALL
+from _runs import FILES, TINY, fingerprint, run_in_process  # tests/ is on sys.path
 
 from flwr_semcom.checkpoint import CHECKPOINT_NAME, RUN_FILE, Checkpointer, CheckpointError
-from flwr_semcom.client_app import app as client_app
 from flwr_semcom.config import compose_config
-from flwr_semcom.inprocess import InProcessGrid
-from simulations.experiments import multimodal, multitask, slf_table1
 from simulations.experiments._resume import KIND, Progress, plain
-
-#: Fields that measure time (differ between any two runs); everything else must be equal.
-WALL = {
-    "round_time_s",
-    "wall_time_s",
-    "stage1_time_s",
-    "stage2_time_s",
-    "elapsed_s",
-    "wall_s",
-    "finetune_wall_s",
-    "sweep_wall_time_s",
-    "results_dir",
-}
-#: Results files compared per experiment (csv: without WALL columns; json: without WALL keys).
-FILES = {
-    "multimodal": ("metrics.csv", "metrics.json", "ledger.csv", "ledger.json", "summary.json"),
-    "slf_table1": (
-        "metrics.csv",
-        "table1.csv",
-        "table1.md",
-        "sweep.csv",
-        "fedavg_history.csv",
-        "ledger.csv",
-        "ledger.json",
-        "summary.json",
-    ),
-    "multitask": (
-        "metrics.csv",
-        "final.csv",
-        "gains.csv",
-        "table.md",
-        "gains.md",
-        "ledger.csv",
-        "ledger.json",
-        "summary.json",
-    ),
-}
-TINY = {
-    "multimodal": P1_TINY,
-    "slf_table1": SLF_SMALL,
-    "multitask": MT_TINY,
-}
-RUNNERS = {"multimodal": multimodal, "slf_table1": slf_table1, "multitask": multitask}
-
-
-def _without_wall(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_wall(v) for k, v in value.items() if k not in WALL}
-    if isinstance(value, list):
-        return [_without_wall(v) for v in value]
-    return value
-
-
-def fingerprint(folder: Path, names: tuple[str, ...]) -> dict[str, str]:
-    """The results files as text, wall-time columns and keys removed."""
-    out: dict[str, str] = {}
-    for name in names:
-        text = (folder / name).read_text()
-        if name.endswith(".csv"):
-            rows = list(csv.reader(io.StringIO(text)))
-            keep = [i for i, col in enumerate(rows[0]) if col not in WALL] if rows else []
-            text = "\n".join(",".join(r[i] for i in keep) for r in rows)
-        elif name.endswith(".json"):
-            text = json.dumps(_without_wall(json.loads(text)), indent=1)
-        elif name.endswith(".md"):  # table1.md's "Measured wall time here (s)" row
-            text = "\n".join(ln for ln in text.splitlines() if "wall time" not in ln)
-        out[name] = text
-    return out
 
 
 def in_process(experiment: str, out: Path, extra: str = "") -> dict[str, Any]:
     """One in-process run of ``experiment`` on its tiny config (fresh clients)."""
-    over = f"{TINY[experiment]} paths.output_dir={out} {extra}".strip()
-    cfg = compose_config(experiment, over)
-    runner = RUNNERS[experiment]
-    n = int(runner.num_nodes(cfg))
-    nodes = [{"partition-id": i, "num-partitions": n} for i in range(n)]
-    grid = InProcessGrid(client_app, nodes, {"experiment": experiment, "overrides": over})
-    summary: dict[str, Any] = runner.run(grid, cfg, grid.server_context())
-    return summary
+    return run_in_process(experiment, TINY[experiment], out, extra)[0]
 
 
 class StopError(Exception):

@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _runs import SPLIT_TINY, WALL, strict_json  # tests/ is on sys.path
 
 from simulations.aggregate import main as aggregate_main
 from simulations.sweep_seeds import seed_aggregates
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # accuracy per (snr, seed); at snr 0: 0.50 / 0.60 / 0.70 -> mean 0.60, s = 0.10,
 # half width t_{0.975,2} * 0.1 / sqrt(3) = 4.302653 * 0.0577350 = 0.2484138
 ACC = {("0", 0): 0.50, ("0", 1): 0.60, ("0", 2): 0.70, ("10", 0): 0.80, ("10", 1): 0.90}
-
-
-def _strict(path: Path) -> Any:
-    def refuse(token: str) -> None:
-        raise ValueError(token)
-
-    return json.loads(path.read_text(), parse_constant=refuse)
 
 
 def _point(sweep: Path, i: int, seed: int, acc: float | None, **swept: str) -> dict[str, Any]:
@@ -49,7 +48,7 @@ def test_only_seed_swept_writes_one_aggregate_in_the_sweep_folder(tmp_path: Path
     rows = [_point(tmp_path, i, s, ACC[("0", s)]) for i, s in enumerate((0, 1, 2))]
     rows.append(_point(tmp_path, 3, 3, None))
     assert seed_aggregates(tmp_path, ["seed"], rows) == [tmp_path.resolve()]
-    agg = _strict(tmp_path / "aggregate.json")
+    agg = strict_json(tmp_path / "aggregate.json")
     m = agg["metrics"]["final_test_accuracy"]
     assert m["mean"] == pytest.approx(0.60) and m["std"] == pytest.approx(0.10)
     assert m["ci95_low"] == pytest.approx(0.60 - 0.2484138, abs=1e-7)
@@ -74,7 +73,7 @@ def test_each_combination_of_the_other_keys_gets_its_aggregate(tmp_path: Path) -
     ]
     written = seed_aggregates(sweep, ["snr", "seed"], rows, curve=["round", "loss"])
     assert written == [(sweep / "aggregate" / f"snr={v}").resolve() for v in ("0", "10")]
-    top = _strict(sweep / "aggregate.json")
+    top = strict_json(sweep / "aggregate.json")
     assert top["group_keys"] == ["snr"] and "Student-t" in top["statistic"]
     g0, g10 = top["groups"]
     assert (g0["values"], g0["folder"], g0["failed_seeds"]) == ({"snr": "0"}, "aggregate/snr=0", [])
@@ -90,9 +89,9 @@ def test_each_combination_of_the_other_keys_gets_its_aggregate(tmp_path: Path) -
         folders = [str(next((sweep / "runs" / f"{i:03d}").glob("*/*"))) for i in points]
         out = by_hand / group["values"]["snr"]
         assert aggregate_main([*folders, "--out", str(out), "--curve", "round", "loss"]) == 0
-        mine = _strict(sweep / group["folder"] / "aggregate.json")
+        mine = strict_json(sweep / group["folder"] / "aggregate.json")
         assert mine.pop("failed_seeds") == group["failed_seeds"]
-        theirs = _strict(out / "aggregate.json")
+        theirs = strict_json(out / "aggregate.json")
         assert mine["metrics"] == theirs["metrics"] == group["metrics"]
         assert [r["seed"] for r in mine["runs"]] == [r["seed"] for r in theirs["runs"]]
         assert (sweep / group["folder"] / "aggregate_loss.png").is_file()  # --curve given
@@ -115,3 +114,50 @@ def test_no_aggregate_without_a_seed_axis_and_unsafe_values_make_safe_folders(
     written = seed_aggregates(sweep, ["m", "seed"], rows)
     assert [p.name for p in written] == ["m=_a,b_", "m=a_b"]
     assert all(p.parent == (sweep / "aggregate").resolve() for p in written)
+
+
+# ------------------------------------------------------------------ a real sweep (slow)
+def _sweep(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simulations.sweep", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+
+
+def _without_wall(agg: dict[str, Any]) -> dict[str, Any]:
+    """The aggregate's metrics, wall-time metrics (last dotted part in WALL) left out."""
+    return {k: v for k, v in agg["metrics"].items() if k.rsplit(".", 1)[-1] not in WALL}
+
+
+@pytest.mark.slow
+def test_seed_sweep_aggregates_and_a_resumed_sweep_gives_the_same_aggregate(
+    tmp_path: Path,
+) -> None:
+    """Two seeds of split_supervised (tiny); then the second point is lost (its folder
+    removed, as if the sweep was killed before it started) and ``--resume`` runs it again."""
+    words = ["--experiment", "split_supervised", "seed=0,1", "--overrides", SPLIT_TINY]
+    res = _sweep(*words, "--output-dir", str(tmp_path))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "split_supervised").iterdir()
+    first = strict_json(sweep_dir / "aggregate.json")
+    rows = list(csv.DictReader((sweep_dir / "sweep.csv").open()))
+    accs = [float(r["final_test_accuracy"]) for r in rows]
+    m = first["metrics"]["final_test_accuracy"]
+    assert (m["seeds"], m["values"], m["n"]) == ([0, 1], accs, 2)
+    assert m["mean"] == pytest.approx(sum(accs) / 2)
+    assert first["failed_seeds"] == []
+    assert (sweep_dir / "aggregate_test_accuracy.png").is_file()  # round vs test accuracy
+    assert (sweep_dir / "aggregate_test_accuracy.pdf").is_file()
+    assert len([strict_json(f) for f in sweep_dir.rglob("*.json")]) > 6  # points, runs, sweep
+
+    shutil.rmtree(sweep_dir / "runs" / "001")
+    again = _sweep("--resume", str(sweep_dir))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "point 1/2: finished already" in again.stdout
+    resumed = strict_json(sweep_dir / "aggregate.json")
+    assert _without_wall(resumed) == _without_wall(first)
+    assert resumed["runs"][0] == first["runs"][0]
+    assert any(k.rsplit(".", 1)[-1] in WALL for k in first["metrics"])  # something was left out
