@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from simulations.aggregate import find_runs, flatten, main, seed_curves, write_aggregate
+from simulations.aggregate import (
+    default_curve,
+    find_runs,
+    flatten,
+    main,
+    seed_curves,
+    write_aggregate,
+)
 
 # Three seeds; "acc" of decur is 0.90 / 0.92 / 0.94: mean 0.92, deviations -0.02, 0, 0.02,
 # s^2 = 0.0008 / 2 = 0.0004, s = 0.02, s / sqrt 3 = 0.011547005,
@@ -189,3 +196,21 @@ def test_seed_curves_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert agg["metrics"]["method=decur,round=2.test_accuracy"]["mean"] == pytest.approx(0.76)
     assert main([str(tmp_path / "nowhere")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_default_curve_and_relative_run_paths(tmp_path: Path) -> None:
+    folders = _three_seeds(tmp_path / "seeds")
+    runs = find_runs(folders)
+    # rows: method in {decur, supervised} (two values: one line each), round, test_accuracy
+    assert default_curve(runs) == ("round", "test_accuracy", ["method"])
+    assert main([*map(str, folders), "--out", str(tmp_path / "cli"), "--curve", "auto"]) == 0
+    assert (tmp_path / "cli" / "aggregate_test_accuracy.png").is_file()
+    assert main([*map(str, folders), "--out", str(tmp_path / "cli"), "--curve", "round"]) == 2
+    # run paths are relative to the aggregate's folder, also outside it
+    agg = _strict((tmp_path / "cli" / "aggregate.json").read_text())
+    assert agg["runs"][0]["path"] == "../seeds/seed0/summary.json"
+    assert (tmp_path / "cli" / agg["runs"][0]["path"]).is_file()
+    # no metrics.json, or no round / accuracy column: no curve
+    bare = _make_run(tmp_path / "bare", 0, {"x": 1.0}, rows=[{"step": 1, "test_accuracy": 0.5}])
+    assert default_curve(find_runs([bare])) is None
+    assert default_curve(find_runs([_make_run(tmp_path / "none", 0, {"x": 1.0})])) is None
