@@ -4,7 +4,7 @@
 #   deploy/supernode.sh --superlink HOST:PORT --ca CA_CERT --key PRIVATE_KEY
 #                       --partition-id K --num-partitions N [--port 9094]
 #                       [--node-config "key=value ..."] [--task-poll-interval SECONDS]
-#                       [--worker DIR [--worker-log FILE] [--worker-threads N]]
+#                       [--worker DIR [--worker-log FILE] [--worker-threads N] [--no-launcher]]
 #                       [--insecure] [-- EXTRA flower-supernode ARGS]
 #
 #   --superlink        the SuperLink's address as the box reaches it (a name or IP in the

@@ -235,6 +235,24 @@ def test_the_bundled_app_handles_the_message_itself_when_its_worker_is_gone(
     off = Context(3, 5, {relay.NODE_KEY: gone}, RecordDict(), {"warm-clients": False})
     bundled(_query("count"), off)  # switched off: no attempt, no warning
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+    # a stale worker (another SuperNode session) is refused: the message is handled here too
+    stale_path = sock_dir / "stale.sock"
+    stale = _start(stale_path, "--session", "old")
+    try:
+        cfg = {relay.NODE_KEY: str(stale_path), relay.SESSION_KEY: "new"}
+        ctx = Context(3, 5, dict(cfg), RecordDict(), {})
+        with caplog.at_level("WARNING", logger="flwr"):
+            info = bundled(_query("count"), ctx).content.config_records["info"]
+        assert (info["pid"], info["worker"]) == (os.getpid(), False)
+        last = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"][-1]
+        assert last == (
+            f"node 5, query.count: the worker on {stale_path} belongs to SuperNode session old, "
+            "this node's is new (a stale worker); restart it with the SuperNode; handling the "
+            "message in this process (cold)"
+        )
+    finally:
+        stale.kill()
+        stale.wait(10)
 
 
 def test_no_worker_is_one_line(sock_dir: Path) -> None:

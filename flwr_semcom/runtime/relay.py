@@ -23,10 +23,9 @@ Where the worker is:
 Wire format (:mod:`.wire`): frames of an 8-byte big-endian length and a pickle. The worker
 speaks first (``hello``: protocol, code version, pid, and what it is bound to: a SuperNode
 session, a run, a node); a worker of other code, or bound to another session, run or node, is
-refused with one line. The
-socket file is 0600 in a 0700 directory, and the worker serves only its own user (peer
-credentials), so pickles come from this user only. This module imports only the standard
-library and flwr.
+refused with one line. The socket file is 0600 in a 0700 directory, and the worker serves only
+its own user (peer credentials), so pickles come from this user only. This module imports only
+the standard library and flwr.
 """
 
 from __future__ import annotations
@@ -49,6 +48,8 @@ from flwr.common.logger import log
 
 from flwr_semcom.runtime.wire import (
     PROTOCOL,
+    NoWorkerError,
+    RefusedWorkerError,
     WorkerError,
     code_version,
     pid_alive,
@@ -62,6 +63,7 @@ __all__ = [
     "PROTOCOL",
     "SESSION_KEY",
     "NoWorkerError",
+    "RefusedWorkerError",
     "WorkerError",
     "call_worker",
     "code_version",
@@ -150,10 +152,6 @@ def _switch(value: Any) -> bool | None:
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{RUN_KEY}: invalid value {value!r}; expected true or false")
-
-
-class NoWorkerError(WorkerError):
-    """No worker listens on the socket (none started, or it died)."""
 
 
 def _target(context: Context) -> tuple[Path, bool] | None:
@@ -296,7 +294,7 @@ def call_worker(
             hello = recv_frame(sock, 120.0)  # the worker may be busy with a re-sent message
             refusal = _refusal(hello, context)
             if refusal:
-                raise WorkerError(f"{where}: the worker on {path} {refusal}")
+                raise RefusedWorkerError(f"{where}: the worker on {path} {refusal}")
             pid = int(hello["pid"])
             ctx = (context.run_id, context.node_id, dict(context.node_config), context.state)
             request = {
@@ -348,15 +346,15 @@ def relay_to_node_worker(message: Message, context: Context) -> Message | None:
     """Run ``message`` on the worker the node config names (``worker-socket``; deployment) and
     return its reply; ``None`` when none is named, warm clients are off (run config
     ``warm-clients = false``) or this process is the worker. A named worker that is not
-    listening (it died) gives ``None`` and one warning line: the caller then handles the
-    message itself from ``context.state`` (cold), which fails with one line if the worker held
-    state that ``context.state`` lacks (:mod:`flwr_semcom.split.live`)."""
+    listening (it died) or is refused (other code, another session: stale) gives ``None`` and
+    one warning line: the caller handles the message itself from ``context.state`` (cold),
+    which fails with one line if the worker held state that ``context.state`` lacks."""
     node_socket = str(context.node_config.get(NODE_KEY, ""))
     if in_worker() or not node_socket or _switch(context.run_config.get(RUN_KEY, "")) is False:
         return None
     try:
         return call_worker(Path(node_socket), message, context)
-    except NoWorkerError as err:
+    except (NoWorkerError, RefusedWorkerError) as err:
         log(WARNING, "%s; handling the message in this process (cold)", err)
         return None
 

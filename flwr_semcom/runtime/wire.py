@@ -19,6 +19,8 @@ from typing import Any
 
 __all__ = [
     "PROTOCOL",
+    "NoWorkerError",
+    "RefusedWorkerError",
     "WorkerError",
     "code_version",
     "pid_alive",
@@ -34,6 +36,14 @@ _MAX_FRAME = 1 << 36
 
 class WorkerError(RuntimeError):
     """The node's worker cannot be reached, is of another code version, or died."""
+
+
+class NoWorkerError(WorkerError):
+    """No worker listens on the socket (none started, or it died)."""
+
+
+class RefusedWorkerError(WorkerError):
+    """The worker runs other code, or is bound to another session, run or node (stale)."""
 
 
 @lru_cache(maxsize=1)
