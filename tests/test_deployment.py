@@ -217,7 +217,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeploy
     """A TLS + SuperNode-auth SuperLink and two SuperNodes; afterwards nothing may be left."""
     work = tmp_path_factory.mktemp("deploy")
     holder: list[LocalDeployment] = []
-    with local_deployment(2, tls=True, auth=True, workdir=work) as dep:
+    with local_deployment(2, tls=True, auth=True, workdir=work, warm=False) as dep:
         holder.append(dep)
         yield dep
     dep = holder[0]
