@@ -289,6 +289,21 @@ def test_the_worker_exits_when_its_owner_is_gone(sock_dir: Path) -> None:
         proc.wait(10)
 
 
+def test_frames_carry_subclasses_of_str_int_float_as_the_built_in_type() -> None:
+    """``torch.__version__`` in a reply must not make the relaying process import torch."""
+    import socket
+
+    class Version(str):  # a local class: unpicklable unless sent as a plain str
+        pass
+
+    a, b = socket.socketpair()
+    with a, b:
+        relay.send_frame(a, {"torch": Version("2.14.1"), "n": [True, 3], "x": torch.__version__})
+        got = relay.recv_frame(b, 10)
+    assert got == {"torch": "2.14.1", "n": [True, 3], "x": str(torch.__version__)}
+    assert type(got["torch"]) is str and type(got["x"]) is str and got["n"][0] is True
+
+
 def test_the_relay_module_does_not_import_torch() -> None:
     code = "import sys, flwr_semcom.runtime.relay; print('torch' in sys.modules)"
     out = subprocess.run(  # noqa: S603

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import os
 import pickle
 import socket
@@ -63,9 +64,23 @@ def code_version() -> str:
 
 
 # ---------------------------------------------------------------------------- frames
+class _Pickler(pickle.Pickler):
+    """Pickles subclasses of ``str``/``int``/``float`` as the built-in type: a value such as
+    ``torch.__version__`` (a ``TorchVersion``) must not make the receiver import torch (the
+    relaying ClientApp process imports no torch)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        for base in (str, int, float):
+            if isinstance(obj, base) and type(obj) is not base and not isinstance(obj, bool):
+                return base, (base(obj),)
+        return NotImplemented
+
+
 def send_frame(sock: socket.socket, obj: Any) -> None:
     """Send ``obj`` as one frame (length + pickle)."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    data = buf.getvalue()
     sock.sendall(_HEADER.pack(len(data)) + data)
 
 
