@@ -23,7 +23,7 @@ evaluation (test, then validation) :mod:`strategies._split_eval`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from logging import WARNING
 from typing import Any
 
@@ -51,7 +51,7 @@ from flwr_semcom.split.protocol import (
 from flwr_semcom.split.schedule import derive_seed
 from flwr_semcom.split.tasks import ServerTask
 from strategies._split_eval import evaluate_round
-from strategies._split_nodes import SplitNodes, server_state
+from strategies._split_nodes import server_state
 from strategies._split_plan import (
     EvalPlan,
     PassPlan,
@@ -63,7 +63,8 @@ from strategies._split_plan import (
     plan_pass,
     schedule_values,
 )
-from strategies._split_uplinks import Uplinks, deliver
+from strategies._split_recovery import SplitRecovery
+from strategies._split_uplinks import Uplinks
 
 __all__ = ["ClientFailureError", "ClientTimeoutError", "SplitTraining", "server_state"]
 
@@ -72,7 +73,7 @@ RoundCallback = Callable[[dict[str, Any]], None]
 KINDS = {"grads": "gradients", "uplink": "features"}
 
 
-class SplitTraining(SplitNodes, Strategy):
+class SplitTraining(SplitRecovery, Strategy):
     """Split learning with S batches per message, over any number of clients.
 
     Parameters
@@ -285,22 +286,6 @@ class SplitTraining(SplitNodes, Strategy):
     def summary(self) -> None:
         """Log the configuration of the strategy."""
         log_summary(self)
-
-    def _deliver(
-        self, grid: Grid, msgs: Sequence[Message], stage: str, server_round: int, where: str
-    ) -> list[Message | None]:
-        """One exchange under the failure policy (:func:`~strategies._split_uplinks.deliver`)."""
-        p, e = self._pass, self._eval
-        if stage == "eval" and e is not None:
-            sizes = [b.size for b in e.chunks[e.chunk]]
-        elif p is not None and p.exchange < len(p.groups):
-            sizes = [b.size for b in p.groups[p.exchange]]
-        else:
-            sizes = []
-        return deliver(
-            self.messenger, grid, self.clients, self.skipped, msgs, self._uplinks.uses, sizes,
-            stage=stage, round_=server_round, where=where,
-        )  # fmt: skip
 
     # ------------------------------------------------------------------ rounds
     def train_round(self, grid: Grid, server_round: int) -> dict[str, float]:
