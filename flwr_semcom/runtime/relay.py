@@ -15,10 +15,9 @@ Where the worker is:
   id of that SuperNode start: a worker of another session is refused). The bundled app relays
   *every* message there (:func:`relay_to_node_worker`), so the per-message ``flwr-clientapp``
   process imports no torch;
-- simulation (and in-process grids): run config ``warm-clients = true`` (or the environment
-  variable ``SEMCOM_WARM_CLIENTS=1`` when the key is unset): the relay starts the node's
-  worker on first use (owned by the relaying process; it exits when that process is gone)
-  under a private directory (:func:`worker_dir`).
+- simulation, in-process grids: run config ``warm-clients = true`` (or ``SEMCOM_WARM_CLIENTS=1``
+  when unset): the relay starts the node's worker on first use (owned by the relaying process;
+  it exits when that process is gone) under a private directory (:func:`worker_dir`).
 
 Wire format (:mod:`.wire`): frames of an 8-byte big-endian length and a pickle. The worker
 speaks first (``hello``: protocol, code version, pid, and what it is bound to: a SuperNode
@@ -39,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Collection
-from logging import WARNING
+from logging import DEBUG, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -353,7 +352,10 @@ def relay_to_node_worker(message: Message, context: Context) -> Message | None:
     if in_worker() or not node_socket or _switch(context.run_config.get(RUN_KEY, "")) is False:
         return None
     try:
-        return call_worker(Path(node_socket), message, context)
+        t0 = time.perf_counter()
+        reply = call_worker(Path(node_socket), message, context)
+        log(DEBUG, "relay: worker answered in %.3f s", time.perf_counter() - t0)
+        return reply
     except (NoWorkerError, RefusedWorkerError) as err:
         log(WARNING, "%s; handling the message in this process (cold)", err)
         return None

@@ -36,7 +36,7 @@ import struct
 import sys
 import threading
 import time
-from logging import ERROR, INFO
+from logging import DEBUG, ERROR, INFO
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +97,11 @@ def _execute(app: ClientApp, request: dict[str, Any], bound: dict[str, Any]) -> 
             return {"ok": False, "error": error, "exc": None}
     context = Context(run_id, node_id, node_config, state, run_config)
     message = request["message"]
+    t0 = time.perf_counter()
     try:
         run_worker_hooks(message, context)
         reply = app(message, context)
+        log(DEBUG, "worker: %s in %.3f s", message.metadata.message_type, time.perf_counter() - t0)
     except Exception as err:  # the relay re-raises it in the ClientApp process
         log(ERROR, "worker: %s", _one_line(err))
         try:
@@ -122,7 +124,10 @@ def _handle(app: ClientApp, conn: socket.socket, bound: dict[str, Any]) -> None:
         return
     if not isinstance(request, dict) or request.get("kind") != "call":
         return
-    send_frame(conn, _execute(app, request, bound))
+    t0 = time.perf_counter()
+    answer = _execute(app, request, bound)
+    send_frame(conn, answer)
+    log(DEBUG, "worker: call answered in %.3f s", time.perf_counter() - t0)
 
 
 def _listening(path: Path) -> bool:
