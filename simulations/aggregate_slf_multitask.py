@@ -114,6 +114,15 @@ def _ratio(r: Any) -> str:
     return ratio_label(float(r)).replace("/", ":")  # "1:12": keys split on "/"
 
 
+NAMES = {"gai": "GAI", "gai_w": "GAI-w", "separate": "separate links"}
+
+
+def _ratio_value(r: str) -> float:
+    """``"R=1:12"`` → 1/12."""
+    num, den = r[2:].split(":")
+    return float(num) / float(den)
+
+
 def _shown(r: str) -> str:
     """``"R=1:12"`` → ``"1/12"``."""
     return r[2:].replace(":", "/")
@@ -141,7 +150,7 @@ def summarize_flat(
     return metrics
 
 
-def compare(metrics: Mapping[str, Any], a: str, b: str) -> dict[str, Any] | None:
+def compare(metrics: Mapping[str, Any], a: str, b: str, label: str = "") -> dict[str, Any] | None:
     """Paired t and Wilcoxon of ``a`` against ``b`` over their common seeds (``None`` when a
     key is absent or the two are identical in every seed, e.g. deterministic bytes)."""
     if a not in metrics or b not in metrics:
@@ -153,6 +162,7 @@ def compare(metrics: Mapping[str, Any], a: str, b: str) -> dict[str, Any] | None
         return None
     xs, ys = [va[s] for s in common], [vb[s] for s in common]
     return {
+        "label": label or f"{a} − {b}",
         "a": a,
         "b": b,
         "seeds": common,
@@ -207,7 +217,7 @@ def _pair_line(p: Mapping[str, Any], scale: float, digits: int) -> str:
     d += f"{t['ci95_high'] * scale:+.{digits}f}]"
     sig = "**yes**" if p["significant"] else "no"
     return (
-        f"| {p['a']} − {p['b']} | {d} | {t['p_value']:.3g} | {p['p_holm']:.3g} | "
+        f"| {p['label']} | {d} | {t['p_value']:.3g} | {p['p_holm']:.3g} | "
         f"{w['p_value']:.3g} | {sig} |"
     )
 
@@ -228,7 +238,14 @@ def aggregate_slf(folders: Sequence[str | Path], out: Path) -> dict[str, Any]:
         for case in cases
         for col in ("accuracy", "mse")
         for n in ns
-        if (p := compare(metrics, f"{case}/slf_n{n}/{col}", f"{case}/fedavg/{col}"))
+        if (
+            p := compare(
+                metrics,
+                f"{case}/slf_n{n}/{col}",
+                f"{case}/fedavg/{col}",
+                f"{case}: SLF n = {n} − FedAvg, {col}",
+            )
+        )
     ]
     holm(pairs)
     agg = _write(out, runs, metrics, pairs)
@@ -283,23 +300,29 @@ def aggregate_multitask(folders: Sequence[str | Path], out: Path) -> dict[str, A
     metrics = summarize_flat(runs, [multitask_flat(r) for r in runs])
     cells = sorted(
         {tuple(k.split("/")[1:3]) for k in metrics if k.startswith("gai/")},
-        key=lambda c: (c[0], float(c[1][4:])),
+        key=lambda c: (-_ratio_value(c[0]), float(c[1][4:])),
     )
     pairs = [
         p
         for base in ("separate", "gai_w")
         for r, snr in cells
         for col in ("classification_accuracy", "depth_rmse_m")
-        if (p := compare(metrics, f"gai/{r}/{snr}/{col}", f"{base}/{r}/{snr}/{col}"))
+        if (
+            p := compare(
+                metrics,
+                f"gai/{r}/{snr}/{col}",
+                f"{base}/{r}/{snr}/{col}",
+                f"GAI − {NAMES[base]}, R = {_shown(r)}, {snr[4:]} dB, {col}",
+            )
+        )
     ]
     holm(pairs)
     agg = _write(out, runs, metrics, pairs)
     lines = [f"Seeds {[r.seed for r in runs]}; last round; mean ± 95 % half-width.", "",
              "| R | SNR (dB) | method | accuracy ↑ | depth RMSE (m) ↓ | val accuracy | "
              "val depth RMSE (m) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    names = {"gai": "GAI", "gai_w": "GAI-w", "separate": "separate links"}
     for r, snr in cells:
-        for m, name in names.items():
+        for m, name in NAMES.items():
             k = f"{m}/{r}/{snr}"
             vals = [pm(metrics, f"{k}/{c}", 1.0, 4) for c in MT_COLUMNS]
             lines.append(f"| {_shown(r)} | {snr[4:]} | {name} | " + " | ".join(vals) + " |")
@@ -311,7 +334,7 @@ def aggregate_multitask(folders: Sequence[str | Path], out: Path) -> dict[str, A
             k = f"gain/{base}/{r}/{snr}"
             vals = [pm(metrics, f"{k}/gain_{t}_pct", 1.0, 2)
                     for t in ("classification", "depth", "mean")]  # fmt: skip
-            lines.append(f"| {_shown(r)} | {snr[4:]} | {names[base]} | " + " | ".join(vals) + " |")
+            lines.append(f"| {_shown(r)} | {snr[4:]} | {NAMES[base]} | " + " | ".join(vals) + " |")
     lines += ["", "Paired comparisons (GAI − baseline; accuracy as a fraction, RMSE in m):", "",
               PAIR_HEAD] + [_pair_line(p, 1.0, 4) for p in pairs]  # fmt: skip
     (out / "table.md").write_text("\n".join(lines) + "\n")
@@ -319,17 +342,17 @@ def aggregate_multitask(folders: Sequence[str | Path], out: Path) -> dict[str, A
     snrs = sorted({float(s[4:]) for _, s in cells})
     for col, label in (("classification_accuracy", "accuracy"), ("depth_rmse_m", "depth RMSE (m)")):
         series = {
-            f"{names[m]}, R = {_shown(r)}": (
+            f"{NAMES[m]}, R = {_shown(r)}": (
                 snrs,
                 [metrics[f"{m}/{r}/snr={s:g}/{col}"]["values"] for s in snrs],
             )
-            for m in names
+            for m in NAMES
             for r in ratios
         }
         plot_band(out / f"{col}_vs_snr.png", series, xlabel="SNR (dB)", ylabel=label,
                   title="last round, mean over seeds, 95 % band")  # fmt: skip
     series = {
-        f"vs {names[b]}, R = {_shown(r)}": (
+        f"vs {NAMES[b]}, R = {_shown(r)}": (
             snrs,
             [metrics[f"gain/{b}/{r}/snr={s:g}/gain_mean_pct"]["values"] for s in snrs],
         )
