@@ -103,9 +103,33 @@ def _handle(server: socket.socket, conn: socket.socket) -> None:
     conn.sendall(json.dumps({"pid": pid}).encode())
 
 
+#: Flower 1.41's ClientApp retries pulling an object the SuperNode does not have yet after 1 s,
+#: 2 s, ... (``PULL_INITIAL_BACKOFF``). A forked child asks ~0.1 s after the task appears, often
+#: before the SuperNode has received all of the message's objects from the SuperLink (measured:
+#: a 0.9-1.1 s wait in most split exchanges), so the children retry from 0.05 s, capped at 1 s.
+PULL_BACKOFF = {"initial_backoff": 0.05, "backoff_cap": 1.0}
+
+
+def _short_pull_backoff() -> str:
+    """Set :data:`PULL_BACKOFF` as the defaults of Flower's object pulls (inherited by every
+    child); returns what was done (one line for the log)."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    done = []
+    for name in ("pull_objects", "pull_and_inflate_object_from_tree"):
+        func = getattr(inflatable_utils, name, None)
+        defaults = getattr(func, "__kwdefaults__", None)
+        if isinstance(defaults, dict) and set(PULL_BACKOFF) <= set(defaults):
+            defaults.update(PULL_BACKOFF)
+            done.append(name)
+    return f"object pull backoff {PULL_BACKOFF} for {', '.join(done) or 'nothing (not found)'}"
+
+
 def serve(path: Path, owner_pid: int) -> str:
     """Serve launches on ``path`` until ``owner_pid`` is gone; return why it stopped."""
     from flwr.supernode.cli import flwr_clientapp  # noqa: F401 - what every child needs
+
+    print(f"launcher: {_short_pull_backoff()}", file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")

@@ -88,6 +88,13 @@ def test_a_launch_through_the_shim_is_forked_from_the_server(folder: Path) -> No
     server = _server(folder, os.getpid())
     try:
         assert stat.S_IMODE((folder / "l.sock").stat().st_mode) == 0o600
+        # Flower 1.41's object pulls retry from 0.05 s in the children (not from 1 s)
+        backoff = "{'initial_backoff': 0.05, 'backoff_cap': 1.0}"
+        done = "for pull_objects, pull_and_inflate_object_from_tree"
+        assert (
+            f"launcher: object pull backoff {backoff} {done}"
+            in (folder / "launcher.log").read_text()
+        )
         res, text = _launch(folder, folder / "l.sock", "--help")
         assert res.returncode == 0
         assert text.startswith("usage: flwr-clientapp [-h] [--runtime-api-address")
