@@ -125,11 +125,47 @@ def _short_pull_backoff() -> str:
     return f"object pull backoff {PULL_BACKOFF} for {', '.join(done) or 'nothing (not found)'}"
 
 
+#: Written beside an installed FAB by the first child that installs it: its full sha256.
+FAB_MARKER = ".semcom-fab-sha256"
+
+
+def _reuse_installed_fabs() -> str:
+    """Flower 1.41's ClientApp extracts the whole FAB and checks every file's hash for every
+    message, then finds it installed already (0.1-0.6 s per message here). Children skip that
+    when the FAB with the same sha256 is installed (:data:`FAB_MARKER` written by the first
+    install); the first one installs as Flower does. Returns a line for the log."""
+    import hashlib
+
+    from flwr.common.config import get_flwr_home
+    from flwr.common.constant import APP_DIR, FAB_HASH_TRUNCATION
+    from flwr.supernode.runtime import run_clientapp
+
+    real = getattr(run_clientapp, "install_from_fab", None)
+    if real is None:
+        return "FAB reuse: nothing to wrap (not found)"
+
+    def install_once(fab_file: Any, install_dir: Any = None, skip_prompt: bool = False) -> Any:
+        if not isinstance(fab_file, bytes) or install_dir is not None:
+            return real(fab_file, install_dir, skip_prompt)
+        digest = hashlib.sha256(fab_file).hexdigest()
+        for folder in (get_flwr_home() / APP_DIR).glob(f"*.{digest[:FAB_HASH_TRUNCATION]}"):
+            marker = folder / FAB_MARKER
+            if marker.is_file() and marker.read_text() == digest:
+                return folder
+        folder = real(fab_file, install_dir, skip_prompt)
+        (Path(folder) / FAB_MARKER).write_text(digest)
+        return folder
+
+    run_clientapp.install_from_fab = install_once  # type: ignore[assignment]
+    return "FAB reuse: an installed FAB of the same sha256 is not extracted again"
+
+
 def serve(path: Path, owner_pid: int) -> str:
     """Serve launches on ``path`` until ``owner_pid`` is gone; return why it stopped."""
     from flwr.supernode.cli import flwr_clientapp  # noqa: F401 - what every child needs
 
     print(f"launcher: {_short_pull_backoff()}", file=sys.stderr, flush=True)
+    print(f"launcher: {_reuse_installed_fabs()}", file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")

@@ -135,3 +135,39 @@ def test_the_server_leaves_with_its_owner(folder: Path) -> None:
         owner.kill()
         server.kill()
         server.wait(10)
+
+
+def test_children_install_a_fab_once_per_sha256(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from flwr.supernode.runtime import run_clientapp
+
+    sys.path.insert(0, str(DEPLOY))
+    try:
+        import clientapp_launcher
+    finally:
+        sys.path.remove(str(DEPLOY))
+    installs: list[str] = []
+
+    def fake_install(fab: bytes, install_dir: Path | None = None, skip: bool = False) -> Path:
+        digest = hashlib.sha256(fab).hexdigest()
+        installs.append(digest)
+        target = folder / "apps" / f"pub.app.1.0.{digest[:8]}"
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+    monkeypatch.setenv("FLWR_HOME", str(folder))
+    monkeypatch.setattr(run_clientapp, "install_from_fab", fake_install)
+    assert "not extracted again" in clientapp_launcher._reuse_installed_fabs()
+    install = run_clientapp.install_from_fab
+    first = install(b"fab one", skip_prompt=True)
+    assert install(b"fab one", skip_prompt=True) == first  # reused: not installed again
+    assert len(installs) == 1
+    assert (first / clientapp_launcher.FAB_MARKER).read_text() == installs[0]
+    other = install(b"fab two", skip_prompt=True)
+    assert other != first and len(installs) == 2
+    (first / clientapp_launcher.FAB_MARKER).write_text("0" * 64)  # a marker of another FAB
+    install(b"fab one", skip_prompt=True)
+    assert len(installs) == 3  # not trusted: installed as Flower does
