@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
+from _runs import FILES, fingerprint
 from _sim import run_in_simulation  # tests/ is on sys.path
-from test_multitask_determinism import _fingerprint
 from test_multitask_federated import TINY, _app
 
 from flwr_semcom.config import config_from_run_config
@@ -38,7 +38,8 @@ def test_multitask_in_simulation_twice_gives_byte_equal_results(tmp_path: Path) 
     summary = json.loads((folders[0] / "summary.json").read_text())
     assert len(summary["final"]) == 12 and len(summary["runs"]) == 6
     assert summary["ledger"]["pretrain"]["up"]["transfers"] == 6 * 2 * 3
-    first, second = _fingerprint(folders[0]), _fingerprint(folders[1])
+    names = ("metrics.json", *FILES["multitask"])
+    first, second = fingerprint(folders[0], names), fingerprint(folders[1], names)
     for name in first:
         assert first[name] == second[name], name
 

@@ -5,7 +5,7 @@ test_checkpoint_launch.py): ``semcom-run`` on the tiny config, uninterrupted; ag
 to every process of the run at once (launcher, SuperLink, SuperExec, ServerApp, Ray) once a
 chosen number of units is saved; ``semcom-run --resume <folder>``: exit 0 and the results
 files byte-equal to the uninterrupted run's, wall-time fields aside
-(:data:`test_resume_all.WALL`); a second ``--resume`` changes no file.
+(:data:`_runs.WALL`); a second ``--resume`` changes no file.
 
 The sweep: ``semcom-sweep`` over two seeds of ``multitask``, killed during its second point
 after that point saved a unit, then ``semcom-sweep --resume``: the first point is kept (not
@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 from _procs import processes_with_flwr_home, run_launcher  # tests/ is on sys.path
-from test_resume_all import FILES, TINY, WALL, fingerprint
+from _runs import FILES, TINY, WALL, fingerprint
 
 from simulations.launch import descendants
 
