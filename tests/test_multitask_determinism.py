@@ -46,11 +46,6 @@ def _run_folder(tmp: Path, node_ids: Sequence[int], order_seed: int) -> tuple[Pa
     return Path(summary["results_dir"]), grid.reply_order
 
 
-def _fingerprint(folder: Path) -> dict[str, str]:
-    """Everything a run writes that must not depend on timing, as comparable text."""
-    return fingerprint(folder, NAMES)
-
-
 def _replies(order: Sequence[int], node_ids: Sequence[int]) -> list[Message]:
     """Three train replies (partition ``d``: 10 + d examples, random arrays) in ``order``."""
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1  # as a ServerApp
@@ -113,6 +108,6 @@ def test_same_seed_gives_byte_equal_results_whatever_reply_order(tmp_path: Path)
     folder_b, order_b = _run_folder(tmp_path / "b", [2**40, 77, 5], order_seed=1)
     # the two runs saw the replies in other orders (2 links x 2 rounds x train + evaluate)
     assert len(order_a) == len(order_b) == 2 * 2 * 2 * 3 and order_a != order_b
-    first, second = _fingerprint(folder_a), _fingerprint(folder_b)
+    first, second = fingerprint(folder_a, NAMES), fingerprint(folder_b, NAMES)
     for name in first:
         assert first[name] == second[name], name
