@@ -173,7 +173,7 @@ def test_user_transceiver_slf_freezes_and_uploads_only_the_unfrozen(grid: InProc
     uses = 8 * 4 * 8 * 8
     assert ledger.total(field="channel_uses", stage="eval") == uses == res.num_examples * 256
     assert ledger.total(stage="eval") == uses * 4
-    assert scored == [{"source": "a", "epsilon": 0.0}]  # the sender's data parameters
+    assert scored == [{"source": "a", "epsilon": 0.0, "part": "test"}]  # sender data, test part
     assert res.recovery_time_s == pytest.approx(RECOVERY.slf(res.download_bytes, res.flops,
                                                               res.upload_bytes))  # fmt: skip
     assert res.flops > 0
