@@ -46,7 +46,7 @@ def test_multitask_in_simulation_twice_gives_byte_equal_results(tmp_path: Path) 
 
 def test_gai_learns_both_tasks_well_above_chance(tmp_path: Path) -> None:
     overrides = (
-        "multitask.num_samples=600 multitask.num_devices=2 multitask.rounds=3 "
+        "multitask.num_samples=600 multitask.num_devices=2 multitask.rounds=6 "
         "multitask.local_epochs=2 multitask.methods=[gai] multitask.bandwidth_ratios=[0.25] "
         f"paths.output_dir={tmp_path}"
     )
@@ -56,6 +56,7 @@ def test_gai_learns_both_tasks_well_above_chance(tmp_path: Path) -> None:
     rows = [r for r in summary["final"] if r["snr_db"] == 14.0]
     assert len(rows) == 1
     # chance is 10 %; the training set's per-pixel mean depth map scores 0.71 m RMSE on
-    # this test part (a constant mean depth 0.79 m); trained links reach ~0.55 m
+    # this test part (a constant mean depth 0.79 m). With the default validation part
+    # (multitask.val_fraction=0.1) 3 rounds reach only 0.69 m, 6 rounds 0.58 m at 14 dB
     assert rows[0]["classification_accuracy"] > 0.3
     assert rows[0]["depth_rmse_m"] < 0.65
