@@ -101,10 +101,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--extra", default="", help="more hydra overrides (every run)")
+    parser.add_argument(
+        "--schedule-extra",
+        action="append",
+        default=[],
+        metavar="SCHEDULE=OVERRIDES",
+        help="more hydra overrides for one schedule's runs at S > 1 (repeatable), e.g. "
+        "'replay=strategy.schedule_compensation=0.1'",
+    )
     parser.add_argument("--validation", action="store_true", help="validation split, not test")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--cache", type=Path, default=None, help="reuse runs stored here")
     args = parser.parse_args(argv)
+    schedule_extra: dict[str, str] = {}
+    for item in args.schedule_extra:
+        name, sep, overrides = item.partition("=")
+        if not sep or name not in args.schedules:
+            parser.error(
+                f"--schedule-extra: expected SCHEDULE=OVERRIDES with SCHEDULE in "
+                f"{args.schedules}, got {item!r}"
+            )
+        schedule_extra[name] = f"{schedule_extra.get(name, '')} {overrides}".strip()
     t0 = time.perf_counter()
     report: dict[str, Any] = {
         "benchmark": "split_accuracy_vs_s_per_schedule",
@@ -126,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"seed={seed} strategy.rounds={args.rounds} strategy.steps_per_message="
                     f"{steps} strategy.schedule={run_schedule} {args.extra}"
                 )
+                if steps != 1 and schedule in schedule_extra:
+                    ov = f"{ov.strip()} {schedule_extra[schedule]}"
                 runs[str(seed)] = cached_run(args.cache, ov.strip(), args.validation)
                 print(
                     f"{schedule:8s} S={steps:3d} seed={seed}: "
@@ -149,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 if steps == "8" and schedule != "exact":
                     report["accuracy_gap_s8"] = gap
     report["overrides_every_run"] = args.extra
+    report["overrides_per_schedule"] = schedule_extra
     report["load_average_at_end"] = list(os.getloadavg())
     report["benchmark_wall_s"] = time.perf_counter() - t0
     out = args.out or RESULTS / "split_schedule.json"
