@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from flwr_semcom.accounting import atomic_write
-from flwr_semcom.stats import paired_test, summarize
+from flwr_semcom.stats import summarize
+from simulations.experiments._paper1_seeds import paired_over_seeds
 
 __all__ = ["choose_lr", "main"]
 
@@ -137,11 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key in KEYS:
             a = [float(runs["decur"][s][key]) for s in common]
             b = [float(runs[m][s][key]) for s in common]
-            seeds_out["paired"][f"decur-{m}/{key}"] = {
-                "seeds": common,
-                "t": paired_test(a, b, "t").as_dict(),
-                "wilcoxon": paired_test(a, b, "wilcoxon").as_dict(),
-            }
+            seeds_out["paired"][f"decur-{m}/{key}"] = paired_over_seeds(common, a, b)
     args.out.mkdir(parents=True, exist_ok=True)
     grid_out = {
         "what": "paper 1 main job, one seed, Stage II lr grid (cosine to 0); per method the lr "

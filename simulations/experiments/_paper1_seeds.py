@@ -53,7 +53,7 @@ from flwr_semcom.stats import bits_to_target, paired_test, summarize
 from simulations.aggregate import CSV_COLUMNS, METHOD, SeedRun, default_out_dir, find_runs
 from simulations.experiments._paper1_summary import select_round
 
-__all__ = ["SeedCurves", "load_seed", "main", "report", "write_report"]
+__all__ = ["SeedCurves", "load_seed", "main", "paired_over_seeds", "report", "write_report"]
 
 REFERENCE = "decur"
 BASELINE = "supervised"
@@ -157,7 +157,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _paired(seeds: Sequence[int], a: Sequence[float | None], b: Sequence[float | None]) -> Any:
+def paired_over_seeds(
+    seeds: Sequence[int], a: Sequence[float | None], b: Sequence[float | None]
+) -> Any:
+    """Paired t and Wilcoxon of ``a`` against ``b`` over the seeds where both have a value
+    (``t`` and ``wilcoxon`` are ``None`` with fewer than 2 such seeds)."""
     pairs = [(s, x, y) for s, x, y in zip(seeds, a, b) if x is not None and y is not None]
     if len(pairs) < 2:
         return {"seeds": [p[0] for p in pairs], "t": None, "wilcoxon": None}
@@ -232,7 +236,12 @@ def report(curves: Sequence[SeedCurves]) -> dict[str, Any]:
         }
     tests = {
         metric: [
-            {"a": REFERENCE, "b": m, "metric": metric, **_paired(seeds, v[REFERENCE], v[m])}
+            {
+                "a": REFERENCE,
+                "b": m,
+                "metric": metric,
+                **paired_over_seeds(seeds, v[REFERENCE], v[m]),
+            }
             for m in methods
             if REFERENCE in methods and m != REFERENCE
         ]
