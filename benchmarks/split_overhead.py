@@ -71,10 +71,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 #: Simulation variants (``--variants``): name → run-config entries given to the ClientApp
 #: (``warm``: models stay in a per-node worker process between messages, docs/split.md
 #: "Warm client state"; ``cold``: the state travels in ``context.state`` with every message).
+#: ``flowerfeed``: Flower's own 0.1 s message feeder instead of the adaptive one
+#: (:mod:`flwr_semcom.runtime.simfeed`), clients as in ``sim``.
 VARIANTS: dict[str, dict[str, bool | float | int | str]] = {
     "warm": {"warm-clients": True},
     "cold": {"warm-clients": False},
+    "flowerfeed": {},
 }
+#: Variants that keep Flower's simulation feeder; every other simulation uses the fast one.
+FLOWER_FEEDER = frozenset({"flowerfeed"})
 
 
 def overrides_for(args: argparse.Namespace, steps: int) -> str:
@@ -91,9 +96,11 @@ def simulate(
     *,
     run_config: dict[str, bool | float | int | str] | None = None,
     probe: bool = True,
+    flower_feeder: bool = False,
 ) -> dict[str, Any]:
     """One simulation-engine run; returns the strategy's round row, start-up time and (with
-    ``probe``) the per-exchange profile of :func:`_split_probes.exchange_profile`."""
+    ``probe``) the per-exchange profile of :func:`_split_probes.exchange_profile`.
+    ``flower_feeder``: Flower's 0.1 s message feeder instead of the adaptive one."""
     from _split_probes import TimedApp, TimedGrid, exchange_profile
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
@@ -101,6 +108,12 @@ def simulate(
 
     from flwr_semcom.accounting import CommLedger
     from flwr_semcom.client_app import make_app
+    from flwr_semcom.runtime.simfeed import install_fast_feeder, restore_flower_feeder
+
+    if flower_feeder:
+        restore_flower_feeder()
+    else:
+        install_fast_feeder()
     from simulations.experiments.split_supervised import build_strategy
 
     client_app = make_app(
@@ -203,7 +216,11 @@ def run_kind(kind: str, args: argparse.Namespace, steps: int) -> dict[str, Any]:
         rec.update(parallel_reference(ov))
     else:
         variant = kind.partition("_")[2]
-        sim = simulate(ov, run_config=VARIANTS[variant] if variant else None)
+        sim = simulate(
+            ov,
+            run_config=VARIANTS[variant] if variant else None,
+            flower_feeder=variant in FLOWER_FEEDER,
+        )
         row = sim["row"]
         rec.update(
             epoch_s=row["train_time_s"],
@@ -467,15 +484,16 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def latency(args: argparse.Namespace) -> dict[str, Any]:
-    """Per-exchange latency with a tiny model (S = 1), for two server poll intervals."""
+    """Per-exchange latency with a tiny model (S = 1): for two server poll intervals with the
+    adaptive feeder, and at the 5 ms poll with Flower's 0.1 s feeder (``flower_feeder``)."""
     report: dict[str, Any] = {"benchmark": "split_exchange_latency", "per_poll": {}}
-    for poll in (0.005, 0.1):
+    for poll, flower in ((0.005, False), (0.1, False), (0.005, True)):
         ov = (
             "data.num_samples=400 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
             f"strategy.batch_size=8 strategy.rounds=1 strategy.steps_per_message=1 "
             f"strategy.poll_interval={poll} strategy.profile=true"
         )
-        row = simulate(ov)["row"]
+        row = simulate(ov, flower_feeder=flower)["row"]
         prof = profile_of(row)
         client = prof["client_load_s"] + prof["client_compute_s"] + prof["client_save_s"]
         entry = {
@@ -485,8 +503,13 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
             "client_time_per_exchange_s": client / prof["exchanges"],
             "overhead_per_exchange_s": (row["wait_s"] - client) / prof["exchanges"],
         }
-        report["per_poll"][str(poll)] = entry
-        print(f"poll {poll:5.3f} s: {json.dumps({k: round(v, 4) for k, v in entry.items()})}")
+        if flower:
+            report["flower_feeder"] = {"poll_interval_s": poll, **entry}
+        else:
+            report["per_poll"][str(poll)] = entry
+        label = "flower feeder" if flower else "fast feeder"
+        vals = json.dumps({k: round(v, 4) for k, v in entry.items()})
+        print(f"{label}, poll {poll:5.3f} s: {vals}")
     return report
 
 

@@ -24,6 +24,10 @@ handler touches ``context.state``), then the relay to a spawned worker
 (:func:`flwr_semcom.runtime.relay.relay_mod`; run config ``warm-clients``; docs/split.md "Warm
 client state"), which hands the split messages (and any other while the worker holds state
 that ``context.state`` lacks) to the node's long-lived worker process in simulation.
+
+Importing this module in the simulation engine's process replaces Flower's 0.1 s message
+feeder with an adaptive one (:func:`flwr_semcom.runtime.simfeed.install_fast_feeder`;
+``SEMCOM_SIM_FEEDER=flower`` keeps Flower's); elsewhere that call does nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from flwr_semcom.runtime.relay import NODE_KEY, in_worker, relay_mod, relay_to_node_worker
+from flwr_semcom.runtime.simfeed import install_fast_feeder
 
 __all__ = [
     "ACTION_MODULES",
@@ -165,3 +170,7 @@ class RelayingClientApp(ClientApp):
 
 
 app = RelayingClientApp()
+
+# In the simulation engine's process only: Flower's 0.1 s feeder → an adaptive one
+# (flwr_semcom.runtime.simfeed; SEMCOM_SIM_FEEDER=flower keeps Flower's).
+install_fast_feeder()

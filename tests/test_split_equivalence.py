@@ -266,9 +266,18 @@ def test_a_plugged_in_task_with_dropout_is_reproduced_exactly() -> None:
 
 
 # --------------------------------------------------------------------------- simulation engine
-def _simulate(overrides: str) -> tuple[dict[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+def _simulate(
+    overrides: str, flower_feeder: bool = False
+) -> tuple[dict[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
+
+    from flwr_semcom.runtime.simfeed import install_fast_feeder, restore_flower_feeder
+
+    if flower_feeder:  # Flower's 0.1 s message feeder, else the adaptive one (runtime/simfeed.py)
+        restore_flower_feeder()
+    else:
+        assert install_fast_feeder()
 
     out: dict[str, Any] = {}
     server_app = ServerApp()
@@ -292,10 +301,10 @@ def _simulate(overrides: str) -> tuple[dict[int, dict[str, torch.Tensor]], dict[
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("steps", [1, 4])
-def test_simulation_engine_run_equals_reference(steps: int) -> None:
+@pytest.mark.parametrize(("steps", "flower_feeder"), [(1, False), (4, False), (1, True)])
+def test_simulation_engine_run_equals_reference(steps: int, flower_feeder: bool) -> None:
     overrides = f"{TINY} strategy.steps_per_message={steps}"
-    clients, server = _simulate(overrides)
+    clients, server = _simulate(overrides, flower_feeder)
     ref = _reference(compose_config("split_supervised", overrides))
     for p in (0, 1):
         assert _max_diff(clients[p], ref.client_states[p]) <= TOL
