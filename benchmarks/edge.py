@@ -17,7 +17,10 @@ timeline from the SuperNode logs (:func:`simulations.deploy_latency.client_timel
 Kinds (:data:`KINDS`): ``cold`` = no worker, Flower's 1 s SuperExec poll (how deployments ran
 before issue #16); ``warm`` = a ``semcom-worker`` per SuperNode, the ``flwr-clientapp`` fork
 server (deploy/clientapp_launcher.py) and ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` = 0.1 s
-(``semcom-deploy``'s defaults); ``warm_no_launcher``, ``warm_poll1``: one of those off. One
+and the SuperNodes' adaptive polls (:mod:`flwr_semcom.runtime.fastnode`: 0.1-3 s idle, 20 ms
+reply poll; ``semcom-deploy``'s defaults); ``warm_flowerpolls`` = warm with Flower's fixed 3 s
+idle / 0.5 s reply sleeps (the ``warm`` of the records before that module, relabelled);
+``warm_no_launcher``, ``warm_poll1``: one of the others off. One
 invocation runs ``--kinds`` once each, in order, and appends them to ``--out``; the shell loop
 of docs/deployment.md interleaves repeats (cold, warm, warm, cold, ...) with one lock hold per
 invocation. ``--imports`` times the ClientApp process's imports instead (before: the full app,
@@ -61,12 +64,13 @@ OVERRIDES = (
     "strategy.steps_per_message=2"
 )
 #: kind → (warm clients, clientapp launcher, FLWR_SUPEREXEC_TASK_POLL_INTERVAL or None for
-#: Flower's 1.0 s)
-KINDS: dict[str, tuple[bool, bool, float | None]] = {
-    "cold": (False, False, None),
-    "warm": (True, True, 0.1),
-    "warm_no_launcher": (True, False, 0.1),
-    "warm_poll1": (True, True, None),
+#: Flower's 1.0 s, adaptive SuperNode polls of flwr_semcom.runtime.fastnode)
+KINDS: dict[str, tuple[bool, bool, float | None, bool]] = {
+    "cold": (False, False, None, False),
+    "warm": (True, True, 0.1, True),
+    "warm_flowerpolls": (True, True, 0.1, False),
+    "warm_no_launcher": (True, False, 0.1, True),
+    "warm_poll1": (True, True, None, True),
 }
 STEP = "train.split_step"
 GOAL_S = 4.0
@@ -97,13 +101,19 @@ def exchanges(dep_logs: dict[str, Path], nodes: int) -> list[dict[str, Any]]:
 
 def run_once(kind: str, nodes: int = 2) -> dict[str, Any]:
     """One deployment of ``kind``: start, run split_supervised once, read the timelines."""
-    warm, launcher, poll = KINDS[kind]
+    warm, launcher, poll, fast_polls = KINDS[kind]
     record: dict[str, Any] = {"kind": kind, "warm": warm, "launcher": launcher}
     record["task_poll_interval"] = poll
+    record["fast_polls"] = fast_polls
     record["loadavg_before"] = _load()
     t0 = time.monotonic()
     with local_deployment(
-        nodes, warm=warm, launcher=launcher, task_poll_interval=poll, log_level="DEBUG"
+        nodes,
+        warm=warm,
+        launcher=launcher,
+        task_poll_interval=poll,
+        log_level="DEBUG",
+        fast_polls=fast_polls,
     ) as dep:
         record["startup_s"] = round(time.monotonic() - t0, 2)
         out = dep.workdir / "outputs"

@@ -5,7 +5,7 @@
 #                       --partition-id K --num-partitions N [--port 9094]
 #                       [--node-config "key=value ..."] [--task-poll-interval SECONDS]
 #                       [--worker DIR [--worker-log FILE] [--worker-threads N] [--no-launcher]]
-#                       [--insecure] [-- EXTRA flower-supernode ARGS]
+#                       [--flower-polls] [--insecure] [-- EXTRA flower-supernode ARGS]
 #
 #   --superlink        the SuperLink's address as the box reaches it (a name or IP in the
 #                      server certificate's subjectAltName, see deploy/gen_certs.sh)
@@ -36,6 +36,11 @@
 #                      the SuperNode's PATH and hands each launch to it (--no-launcher: off).
 #   --worker-log FILE  the worker's log (default DIR/worker.log)
 #   --worker-threads N torch threads of the worker (default: torch's)
+#   --flower-polls     keep Flower's fixed SuperNode sleeps (3 s when the SuperLink has no
+#                      message, 0.5 s reply poll). Default: the SuperNode runs as
+#                      `python -m flwr_semcom.runtime.fastnode` (Flower's flower-supernode with
+#                      an adaptive 0.1-3 s idle poll and a 20 ms reply poll; same arguments,
+#                      TLS and authentication). SEMCOM_SUPERNODE_POLLS=flower does the same.
 #   --insecure         plain HTTP to a SuperLink started with --insecure (loopback tests only)
 #
 # The process is exec'ed, so its PID is the SuperNode's; stop it with `kill -TERM <pid>`.
@@ -83,6 +88,7 @@ while [ $# -gt 0 ]; do
       shift
       ;;
     --insecure) insecure=1 ;;
+    --flower-polls) export SEMCOM_SUPERNODE_POLLS=flower ;;
     --no-launcher) launcher=0 ;;
     --)
       shift
@@ -90,7 +96,7 @@ while [ $# -gt 0 ]; do
       break
       ;;
     -h | --help)
-      sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -183,6 +189,13 @@ if [ -n "$worker_dir" ]; then
   umask "$old_umask"
 fi
 
-exec "$found" "${conn[@]}" --superlink "$superlink" \
+supernode=("$found")
+if [ "${SEMCOM_SUPERNODE_POLLS:-fast}" != "flower" ]; then
+  py="$(dirname "$found")/python"
+  [ -x "$py" ] || die "no python next to $found to run flwr_semcom.runtime.fastnode (or pass --flower-polls)"
+  supernode=("$py" -m flwr_semcom.runtime.fastnode)
+fi
+
+exec "${supernode[@]}" "${conn[@]}" --superlink "$superlink" \
   --node-config "partition-id=$pid_ num-partitions=$nparts${node_config:+ $node_config}" \
   --port "$port" "${extra[@]}"

@@ -246,6 +246,7 @@ def local_deployment(
     start_timeout: float = 120.0,
     warm: bool = True,
     launcher: bool = True,
+    fast_polls: bool = True,
 ) -> Iterator[LocalDeployment]:
     """Start a SuperLink and ``num_nodes`` SuperNodes on 127.0.0.1; stop them all on exit.
 
@@ -261,6 +262,8 @@ def local_deployment(
     is too long for a Unix socket), stopped with it; ``False``: every message is handled by
     Flower's fresh ``flwr-clientapp`` process (cold). ``launcher`` (with ``warm``): that process
     is forked from a per-SuperNode server that has Flower imported (deploy/clientapp_launcher.py).
+    ``fast_polls``: the SuperNodes poll adaptively (:mod:`flwr_semcom.runtime.fastnode`);
+    ``False``: Flower's fixed 3 s idle / 0.5 s reply sleeps (``--flower-polls``).
     """
     if num_nodes < 1:
         raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
@@ -308,6 +311,7 @@ def local_deployment(
             start_timeout,
             worker_dirs=dep.worker_dirs,
             launcher=launcher,
+            fast_polls=fast_polls,
         )
         yield dep
         failed = False

@@ -111,10 +111,12 @@ def start_deployment(
     timeout: float,
     worker_dirs: list[Path] | None = None,
     launcher: bool = True,
+    fast_polls: bool = True,
 ) -> None:
     """Start the deployment of ``dep``; ``worker_dirs[k]``: SuperNode ``k`` starts its
     ``semcom-worker`` there first (``deploy/supernode.sh --worker``), and its ``flwr-clientapp``
-    fork server unless ``launcher`` is false (``--no-launcher``)."""
+    fork server unless ``launcher`` is false (``--no-launcher``); ``fast_polls`` false: Flower's
+    fixed SuperNode sleeps (``--flower-polls``)."""
     work, env, neutral = dep.workdir, dep.env, dep.workdir / "neutral"
     connection = [f"[superlink.{CONNECTION}]", f'address = "{dep.address}"']
     if tls:
@@ -186,6 +188,8 @@ def start_deployment(
             cmd += ["--task-poll-interval", str(task_poll_interval)]
         if node_config:
             cmd += ["--node-config", node_config]
+        if not fast_polls:
+            cmd.append("--flower-polls")
         if worker_dirs:
             cmd += ["--worker", str(worker_dirs[k])]
             cmd += ["--worker-log", str(work / "logs" / f"worker{k}.log")]

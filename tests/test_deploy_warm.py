@@ -87,6 +87,8 @@ def test_node_check_is_answered_by_the_workers(warm: LocalDeployment, tmp_path: 
     pid_of = {int(r["node_id"]): int(r["pid"]) for r in _rows(tmp_path, "node_check")}
     workers = warm.worker_pids()
     assert pid_of == {warm.node_ids[k]: workers[k] for k in (0, 1)}
+    for k in (0, 1):  # semcom-deploy's SuperNodes poll adaptively (runtime/fastnode.py)
+        assert "SuperNode polls: idle 0.10-3 s" in warm.logs[f"supernode{k}"].read_text()
 
 
 def test_split_supervised_with_warm_clients_equals_the_in_process_run(
