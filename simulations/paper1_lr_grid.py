@@ -10,7 +10,7 @@ Usage::
         --out docs/results/paper1_lr_grid
 
 ``--grid LR=DIR``: one main-job run per learning rate (``strategy.lr``), all at the grid's
-seed; ``DIR`` holds ``main/<stamp>/summary.json`` (the newest is read). Per method the
+seed; ``DIR`` holds one ``main/<stamp>/summary.json`` (several are an error). Per method the
 learning rate is the one whose run reaches the highest ``val_accuracy_at_selected`` (the
 validation maximum over Stage II rounds; on a tie the smaller learning rate): the choice reads
 no test metric (:func:`choose_lr`).
@@ -60,8 +60,15 @@ def choose_lr(per_lr: Mapping[str, Mapping[str, Any]]) -> str | None:
 
 
 def _summary(folder: Path) -> dict[str, Any] | None:
+    """The one ``main/*/summary.json`` below ``folder`` (None if there is none); several are an
+    error: which run is meant is not guessed (e.g. the newest)."""
     found = sorted(folder.glob("main/*/summary.json"))
-    return json.loads(found[-1].read_text()) if found else None
+    if len(found) > 1:
+        names = ", ".join(str(f.parent.name) for f in found)
+        raise SystemExit(
+            f"error: {folder}: several runs ({names}); keep one main/<stamp> per folder"
+        )
+    return json.loads(found[0].read_text()) if found else None
 
 
 def _pair(value: str, flag: str) -> tuple[str, str]:

@@ -92,3 +92,16 @@ def test_grid_folder_without_a_summary_is_one_clear_error(tmp_path: Path) -> Non
                 "--base", "x{seed}", "--chosen", "y{method}{seed}", "--out", str(tmp_path / "o"),
             ]
         )  # fmt: skip
+
+
+def test_a_folder_with_two_runs_is_refused_not_guessed(tmp_path: Path) -> None:
+    for stamp in ("20260101-000000", "20260102-000000"):
+        (tmp_path / "main" / stamp).mkdir(parents=True)
+        (tmp_path / "main" / stamp / "summary.json").write_text('{"methods": {}}')
+    with pytest.raises(SystemExit, match="several runs .*20260101-000000, 20260102-000000"):
+        main(
+            [
+                "--grid", f"0.1={tmp_path}",
+                "--base", "x{seed}", "--chosen", "y{method}{seed}", "--out", str(tmp_path / "o"),
+            ]
+        )  # fmt: skip
