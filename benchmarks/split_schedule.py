@@ -77,11 +77,15 @@ def one_run(overrides: str, validation: bool) -> dict[str, Any]:
 
 
 def cached_run(cache: Path | None, overrides: str, validation: bool) -> dict[str, Any]:
-    """:func:`one_run`, stored in ``cache`` (one JSON per overrides) and reused from there, so
-    a long study can run in several short pieces."""
+    """:func:`one_run`, stored in ``cache`` and reused from there, so a long study can run in
+    several short pieces. The key is the *resolved* config (and ``validation``), not the
+    overrides' text: a changed default in ``conf/`` makes a new entry, never a stale hit."""
     if cache is None:
         return one_run(overrides, validation)
-    key = hashlib.sha1(f"{overrides}|{validation}".encode()).hexdigest()[:16]
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_yaml(compose_config("split_supervised", overrides), resolve=True)
+    key = hashlib.sha1(f"{resolved}|{validation}".encode()).hexdigest()[:16]
     path = cache / f"{key}.json"
     if path.exists():
         stored: dict[str, Any] = json.loads(path.read_text())
