@@ -301,7 +301,7 @@ def call_worker(
                 "message": message,
                 "context": (*ctx, dict(context.run_config)),
             }
-            send_frame(sock, request)
+            send_frame(sock, request, alive=lambda: pid_alive(pid))
             answer = recv_frame(sock, timeout, alive=lambda: pid_alive(pid))
         except (ConnectionError, TimeoutError, OSError, EOFError, pickle.PickleError) as err:
             raise WorkerError(

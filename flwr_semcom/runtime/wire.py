@@ -76,12 +76,41 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def send_frame(sock: socket.socket, obj: Any) -> None:
-    """Send ``obj`` as one frame (length + pickle)."""
+#: Seconds a peer may take to accept one whole frame (a pass-end frame carries the full client
+#: state, ~90 MB per ResNet-18 client, and the peer may be descheduled on a loaded box).
+SEND_TIMEOUT_S = 600.0
+
+
+def send_frame(
+    sock: socket.socket,
+    obj: Any,
+    timeout: float = SEND_TIMEOUT_S,
+    alive: Callable[[], bool] | None = None,
+) -> None:
+    """Send ``obj`` as one frame (length + pickle); ``TimeoutError`` when the peer has not taken
+    it all after ``timeout`` s, ``ConnectionError`` when ``alive()`` turns false.
+
+    Sent in chunks with a 1 s socket timeout per try, never with ``sendall`` under whatever
+    timeout the socket had: after :func:`recv_frame` that is 1 s for the *whole* frame, which
+    a frame of tens of MB to a busy peer can exceed (the worker's pass-end state then failed
+    with "timed out" / "connection closed" under load)."""
     buf = io.BytesIO()
     _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    data = buf.getvalue()
-    sock.sendall(_HEADER.pack(len(data)) + data)
+    data = buf.getbuffer()
+    deadline = time.monotonic() + timeout
+    sock.settimeout(1.0)
+    for part in (memoryview(_HEADER.pack(len(data))), data):
+        view = part
+        while len(view):
+            try:
+                sent = sock.send(view[: 1 << 22])
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the peer did not take the frame in time") from None
+                if alive is not None and not alive():
+                    raise ConnectionError("the peer process is gone") from None
+                continue
+            view = view[sent:]
 
 
 def _recv_exact(
