@@ -484,33 +484,54 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def latency(args: argparse.Namespace) -> dict[str, Any]:
-    """Per-exchange latency with a tiny model (S = 1): for two server poll intervals with the
-    adaptive feeder, and at the 5 ms poll with Flower's 0.1 s feeder (``flower_feeder``)."""
-    report: dict[str, Any] = {"benchmark": "split_exchange_latency", "per_poll": {}}
-    for poll, flower in ((0.005, False), (0.1, False), (0.005, True)):
-        ov = (
-            "data.num_samples=400 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
-            f"strategy.batch_size=8 strategy.rounds=1 strategy.steps_per_message=1 "
-            f"strategy.poll_interval={poll} strategy.profile=true"
-        )
-        row = simulate(ov, flower_feeder=flower)["row"]
-        prof = profile_of(row)
-        client = prof["client_load_s"] + prof["client_compute_s"] + prof["client_save_s"]
-        entry = {
-            "exchanges": prof["exchanges"],
-            "exchange_median_s": row["wait_median_s"],
-            "exchange_mean_s": row["wait_s"] / prof["exchanges"],
-            "client_time_per_exchange_s": client / prof["exchanges"],
-            "overhead_per_exchange_s": (row["wait_s"] - client) / prof["exchanges"],
+    """Per-exchange latency with a tiny model (S = 1), ``--repeats`` times interleaved (order
+    reversed every other repeat): the adaptive feeder at the 5 ms and 0.1 s server poll, and
+    Flower's 0.1 s feeder at the 5 ms poll. Per configuration every run and the median / min /
+    max of each figure (``per_config``); ``per_poll`` / ``flower_feeder`` hold the medians."""
+    from _split_probes import summarize
+
+    configs = {"fast_poll0.005": (0.005, False), "fast_poll0.1": (0.1, False)}
+    configs["flower_poll0.005"] = (0.005, True)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
+    for r in range(args.repeats):
+        order = list(configs) if r % 2 == 0 else list(reversed(configs))
+        for name in order:
+            poll, flower = configs[name]
+            ov = (
+                "data.num_samples=400 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
+                f"strategy.batch_size=8 strategy.rounds=1 strategy.steps_per_message=1 "
+                f"strategy.poll_interval={poll} strategy.profile=true"
+            )
+            load = _load()
+            row = simulate(ov, flower_feeder=flower)["row"]
+            prof = profile_of(row)
+            client = prof["client_load_s"] + prof["client_compute_s"] + prof["client_save_s"]
+            entry = {
+                "exchanges": prof["exchanges"],
+                "exchange_median_s": row["wait_median_s"],
+                "exchange_mean_s": row["wait_s"] / prof["exchanges"],
+                "client_time_per_exchange_s": client / prof["exchanges"],
+                "overhead_per_exchange_s": (row["wait_s"] - client) / prof["exchanges"],
+                "load_before": load[0],
+            }
+            runs[name].append(entry)
+            vals = json.dumps({k: round(v, 4) for k, v in entry.items()})
+            print(f"[latency {name} repeat {r}] {vals}", flush=True)
+    per_config = {
+        name: {
+            "runs": rs,
+            **{k: summarize([x[k] for x in rs]) for k in rs[0] if k != "load_before"},
         }
-        if flower:
-            report["flower_feeder"] = {"poll_interval_s": poll, **entry}
-        else:
-            report["per_poll"][str(poll)] = entry
-        label = "flower feeder" if flower else "fast feeder"
-        vals = json.dumps({k: round(v, 4) for k, v in entry.items()})
-        print(f"{label}, poll {poll:5.3f} s: {vals}")
-    return report
+        for name, rs in runs.items()
+    }
+    med = {n: {k: v["median"] for k, v in c.items() if k != "runs"} for n, c in per_config.items()}
+    return {
+        "benchmark": "split_exchange_latency",
+        "repeats": args.repeats,
+        "per_config": per_config,
+        "per_poll": {"0.005": med["fast_poll0.005"], "0.1": med["fast_poll0.1"]},
+        "flower_feeder": {"poll_interval_s": 0.005, **med["flower_poll0.005"]},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
