@@ -105,12 +105,18 @@ def send_frame(
             try:
                 sent = sock.send(view[: 1 << 22])
             except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the peer did not take the frame in time") from None
-                if alive is not None and not alive():
-                    raise ConnectionError("the peer process is gone") from None
+                _still_waiting(deadline, alive, "the peer did not take the frame in time")
                 continue
             view = view[sent:]
+
+
+def _still_waiting(deadline: float, alive: Callable[[], bool] | None, late: str) -> None:
+    """After a 1 s socket timeout: ``TimeoutError(late)`` past ``deadline``, ``ConnectionError``
+    when the peer process is gone, else return (try again)."""
+    if time.monotonic() > deadline:
+        raise TimeoutError(late) from None
+    if alive is not None and not alive():
+        raise ConnectionError("the peer process is gone") from None
 
 
 def _recv_exact(
@@ -122,10 +128,7 @@ def _recv_exact(
         try:
             chunk = sock.recv(min(n - len(buf), 1 << 22))
         except TimeoutError:
-            if time.monotonic() > deadline:
-                raise TimeoutError("no answer in time") from None
-            if alive is not None and not alive():
-                raise ConnectionError("the peer process is gone") from None
+            _still_waiting(deadline, alive, "no answer in time")
             continue
         if not chunk:
             raise ConnectionError("connection closed")
