@@ -195,7 +195,7 @@ def write_grid(sweeps: Sequence[str | Path], out_dir: str | Path) -> dict[str, A
             series,
             xlabel="SNR (dB)",
             ylabel="final test accuracy",
-            title=f"paper 1 grid, {100 * lf:.0f} % labels (mean, 95 % CI over seeds)",
+            title=f"{100 * lf:.0f} % labels: mean, 95 % CI over seeds",
         )
     return rep
 
