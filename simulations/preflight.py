@@ -12,7 +12,10 @@ checks those, on a composed config, without starting anything or creating any fi
 - **channel ↔ task**: the channel can carry the features the experiment's tasks send (paper
   1's analog features need ``awgn`` / ``rayleigh`` / ``ideal``);
 - **nodes**: a SuperNode count covers every device of the experiment;
-- **resume**: ``reliability.resume`` of a run that already finished (nothing to do).
+- **resume**: ``reliability.resume`` of a run that already finished (nothing to do);
+- **environment**: the switches ``SEMCOM_SIM_FEEDER`` (:mod:`flwr_semcom.runtime.simfeed`)
+  and ``SEMCOM_SUPERNODE_POLLS`` (:mod:`flwr_semcom.runtime.fastnode`) are ``fast`` or
+  ``flower`` when set (a bad value would otherwise fail inside Flower's processes).
 
 Every problem is a :class:`PreflightError` (a :class:`~flwr_semcom.config.ConfigError`) with
 one line naming the key or file and what is expected. Callers: ``semcom-run``
@@ -39,6 +42,7 @@ __all__ = [
     "check_config",
     "check_data",
     "check_device",
+    "check_environment",
     "check_host",
     "check_nodes",
     "check_output",
@@ -197,9 +201,24 @@ def check_config(cfg: DictConfig, nodes: int | None = None) -> int:
     return check_nodes(cfg, nodes)
 
 
+#: Environment switches of the runtime and their valid values.
+SWITCHES = {"SEMCOM_SIM_FEEDER": ("fast", "flower"), "SEMCOM_SUPERNODE_POLLS": ("fast", "flower")}
+
+
+def check_environment(environ: Any = None) -> None:
+    """Each runtime switch of :data:`SWITCHES` that is set holds a valid value."""
+    environ = os.environ if environ is None else environ
+    for name, valid in SWITCHES.items():
+        value = environ.get(name)
+        if value is not None and value not in valid:
+            raise PreflightError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
+
+
 def check_host(cfg: DictConfig, *, output: str | Path | None = None, data: bool = True) -> None:
-    """Checks of this machine: device, output folder (``output``: another folder than
-    ``paths.output_dir``) and, with ``data``, the data (where the devices run here)."""
+    """Checks of this machine: environment switches, device, output folder (``output``:
+    another folder than ``paths.output_dir``) and, with ``data``, the data (where the devices
+    run here)."""
+    check_environment()
     check_device(cfg)
     check_output(cfg, output)
     if not data:

@@ -28,6 +28,7 @@ from flwr_semcom.checkpoint import Checkpointer
 from flwr_semcom.config import ConfigError, compose_config
 from flwr_semcom.results import new_run_dir, stub_folders_removed
 from simulations import deploy_local, launch, server_app, sweep
+from simulations.preflight import check_environment
 from simulations.processes import PROJECT_ROOT
 
 SHARED_MNIST = PROJECT_ROOT.parent / "shared" / "data" / "mnist"
@@ -189,6 +190,22 @@ def test_semcom_run_process_exits_2_with_one_line_and_starts_nothing(tmp_path: P
         "error: channel.name: 'dmc' cannot carry analog features; valid: awgn, rayleigh, ideal"
     ]
     assert "SuperLink" not in res.stdout and not out.exists() and not home.exists()
+
+
+@pytest.mark.parametrize("switch", ["SEMCOM_SIM_FEEDER", "SEMCOM_SUPERNODE_POLLS"])
+def test_a_bad_runtime_switch_is_refused_before_flower(
+    switch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(switch, "quick")
+    out = tmp_path / "outputs"
+    rc = launch.main(["--experiment", "split_supervised", f"paths.output_dir={out}"])
+    assert rc == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {switch} must be one of fast, flower, got 'quick'"
+    ]
+    assert not out.exists()
+    check_environment({switch: "flower"})  # the valid values pass
+    check_environment({switch: "fast"})
 
 
 def test_a_good_run_passes_pre_flight_with_the_experiments_node_count(
