@@ -13,23 +13,17 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _clock import FakeClock  # tests/ is on sys.path
 
 from flwr_semcom.runtime import fastnode
 
 
-class _Time:
-    """A stand-in ``time`` module: a settable monotonic clock; sleeps are recorded, not slept."""
+class _Time(FakeClock):
+    """A stand-in ``time`` module: sleeps are recorded (``slept``), not slept."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+    @property
+    def slept(self) -> list[float]:
+        return self.sleeps
 
     def perf_counter(self) -> float:
         return 42.0

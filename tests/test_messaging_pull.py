@@ -6,26 +6,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from _messages import received  # tests/ is on sys.path
+from _clock import FakeClock as _Clock  # tests/ is on sys.path
+from _messages import received
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from flwr_semcom.runtime import messaging
 from flwr_semcom.runtime.messaging import ClientInfo, collect
-
-
-class _Clock:
-    """``time.monotonic`` / ``time.sleep`` of a clock that advances only by sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.sleeps.append(s)
-        self.now += s
 
 
 class _Grid:
