@@ -85,3 +85,50 @@ def test_timeout_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     _, clock, failures = _run(monkeypatch, [1e9, 0.1], poll=0.005, timeout=10.0)
     assert [(f.index, f.kind) for f in failures] == [(0, "timeout")]
     assert 10.0 < clock.now - 1000.0 <= 10.0 + 0.05 + 1e-6
+
+
+def test_a_signalled_state_wakes_the_pull_loop_when_a_reply_is_stored() -> None:
+    import threading
+    import time
+
+    from flwr_semcom.runtime import simfeed
+
+    class State:
+        def __init__(self) -> None:
+            self.replies: dict[str, Message] = {}
+
+        def store_message_ins(self, message: Message) -> None: ...
+
+        def store_message_res(self, message: Message) -> None:
+            self.replies[message.metadata.reply_to_message_id] = message
+
+    class Grid:
+        def __init__(self) -> None:
+            self.state = State()
+            self.pulls = 0
+
+        def push_messages(self, messages: list[Message]) -> list[str]:
+            return ["m0"]
+
+        def pull_messages(self, ids: list[str]) -> list[Message]:
+            self.pulls += 1
+            return [self.state.replies.pop(m) for m in ids if m in self.state.replies]
+
+    grid = Grid()
+    assert simfeed.attach_signals(grid.state) is not None
+    reply = received(RecordDict(), "train.x", reply_to="m0")
+    engine = threading.Timer(0.3, grid.state.store_message_res, args=(reply,))
+    engine.start()
+    start = time.monotonic()
+    replies, failures = collect(
+        grid,  # type: ignore[arg-type]
+        [received(RecordDict({"config": ConfigRecord({})}), "train.x")],
+        [ClientInfo(10, 0, "r")],
+        action="train.x",
+        poll_interval=60.0,  # an unsignalled loop would sleep a minute before its second pull
+        timeout=600.0,
+    )
+    engine.join()
+    assert replies == [reply] and failures == []
+    assert grid.pulls == 2  # the first finds nothing; the store wakes the second
+    assert time.monotonic() - start < 30.0

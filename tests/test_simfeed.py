@@ -1,11 +1,13 @@
 """The adaptive simulation feeder (flwr_semcom/runtime/simfeed.py): its pause against hand
 values, one message per node per pass in node order like Flower's loop, and the guards of
-the patch (only in an engine process, only for the flwr it was read in, opt-out by env)."""
+the patch (only in an engine process, only for the flwr it was read in, opt-out by env), and
+the LinkState signals that wake the feeder when a message is stored."""
 
 from __future__ import annotations
 
 import inspect
 import threading
+import time
 import types
 from queue import Queue
 from typing import Any
@@ -179,3 +181,98 @@ def test_a_real_feeder_thread_feeds_a_late_message_and_stops_on_the_event() -> N
         stop.set()
         th.join(timeout=5.0)
     assert not th.is_alive()
+
+
+class _StoringState:
+    """A LinkState stand-in with the two store methods the signals wrap."""
+
+    def __init__(self) -> None:
+        self.ins: list[str] = []
+        self.res: list[str] = []
+
+    def store_message_ins(self, message: str) -> str:
+        if message == "bad":
+            raise ValueError("refused")
+        self.ins.append(message)
+        return f"id-{message}"
+
+    def store_message_res(self, message: str) -> str:
+        self.res.append(message)
+        return f"id-{message}"
+
+    def get_message_ins(self, node_id: int, limit: int) -> list[str]:
+        out, self.ins[:] = self.ins[:limit], self.ins[limit:]
+        return out
+
+
+def test_signals_are_set_after_each_store_also_when_it_raises_and_attach_is_idempotent() -> None:
+    state = _StoringState()
+    signals = simfeed.attach_signals(state)
+    assert signals is not None
+    assert not signals.ins.is_set() and not signals.res.is_set()
+    assert state.store_message_ins("a") == "id-a"  # the store's own return value
+    assert signals.ins.is_set() and not signals.res.is_set()
+    assert state.ins == ["a"]
+    signals.ins.clear()
+    with pytest.raises(ValueError, match="refused"):
+        state.store_message_ins("bad")
+    assert signals.ins.is_set()  # a waiter looks again either way
+    assert state.store_message_res("r") == "id-r" and signals.res.is_set()
+    assert simfeed.attach_signals(state) is signals  # not wrapped twice
+    signals.ins.clear()
+    state.store_message_ins("b")
+    assert state.ins == ["a", "b"] and signals.ins.is_set()
+
+
+def test_signals_leave_a_state_without_stores_or_attributes_alone() -> None:
+    assert simfeed.attach_signals(types.SimpleNamespace(store_message_ins=print)) is None
+
+    class Slotted:
+        __slots__ = ()
+
+        def store_message_ins(self, message: str) -> None: ...
+
+        def store_message_res(self, message: str) -> None: ...
+
+    slotted = Slotted()
+    assert simfeed.attach_signals(slotted) is None
+    assert slotted.store_message_ins.__func__ is Slotted.store_message_ins  # type: ignore[attr-defined]
+
+
+def test_flowers_in_memory_linkstate_can_be_signalled() -> None:
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+
+    # the engine's state: an ordinary instance whose two store methods take one message
+    for name in ("store_message_ins", "store_message_res"):
+        assert list(inspect.signature(getattr(InMemoryLinkState, name)).parameters) == [
+            "self",
+            "message",
+        ]
+    assert "__slots__" not in vars(InMemoryLinkState)
+
+
+def test_a_signalled_feeder_feeds_a_pushed_message_without_waiting_its_pause() -> None:
+    state = _StoringState()
+    signals = simfeed.attach_signals(state)
+    assert signals is not None
+    queue: Queue[Any] = Queue()
+    stop = threading.Event()
+    # both pauses 60 s: without the signal a pushed message would wait a minute
+    feeder = threading.Thread(
+        target=simfeed.feed_messages,
+        args=(state, queue, {1: 0}, stop),
+        kwargs={"min_wait": 60.0, "max_wait": 60.0, "wake": signals.ins},
+        daemon=True,
+    )
+    feeder.start()
+    time.sleep(0.2)  # the feeder found nothing and waits
+    start = time.monotonic()
+    state.store_message_ins("m1")  # the server's push, from another thread
+    assert queue.get(timeout=30.0) == "m1"
+    state.store_message_ins("m2")
+    assert queue.get(timeout=30.0) == "m2"
+    assert time.monotonic() - start < 30.0  # far below one 60 s pause
+    stop.set()
+    signals.ins.set()
+    feeder.join(timeout=30.0)
+    assert not feeder.is_alive()

@@ -4,7 +4,9 @@ and record every transfer in the ledger.
 ``Grid.send_and_receive`` sleeps ``pull_interval`` (0.1 s in simulation, 3 s in deployment)
 between pulls (../shared/FLOWER_NOTES.md §4). :func:`collect` pushes all messages of one
 exchange (every client works in parallel where the engine allows), then pulls until each
-client has answered or ``timeout`` s passed, pausing :func:`_pull_pause` (docs/performance.md).
+client has answered or ``timeout`` s passed, pausing :func:`_pull_pause` (docs/performance.md);
+in a simulation whose LinkState is signalled (:func:`flwr_semcom.runtime.simfeed.attach_signals`)
+the pause ends as soon as a reply is stored.
 :func:`send` raises on the first failure; :class:`Messenger` applies a
 :class:`~flwr_semcom.reliability.FailurePolicy` (``abort`` / ``skip`` / ``wait`` with
 re-sends). Both record what crossed the link in a :class:`~flwr_semcom.accounting.CommLedger`:
@@ -31,6 +33,7 @@ from flwr.serverapp import Grid
 
 from flwr_semcom.accounting import CommLedger, record_nbytes
 from flwr_semcom.reliability import FailurePolicy
+from flwr_semcom.runtime.simfeed import SIGNALS_ATTR, StateSignals
 
 __all__ = [
     "ClientError",
@@ -160,8 +163,12 @@ def collect(
     replies: list[Message | None] = [None] * len(messages)
     failures: list[Failure] = []
     pending = set(ids)
+    signals = getattr(getattr(grid, "state", None), SIGNALS_ATTR, None)
+    wake = signals.res if isinstance(signals, StateSignals) else None
     deadline = (start := time.monotonic()) + timeout
     while pending:
+        if wake is not None:
+            wake.clear()  # before the pull: a reply stored after it sets it again
         for reply in grid.pull_messages(list(pending)):
             mid = reply.metadata.reply_to_message_id
             if mid not in slot:
@@ -183,7 +190,11 @@ def collect(
             for i in sorted(slot[m] for m in pending):
                 failures.append(Failure(i, "timeout", f"no reply within timeout={timeout:g} s"))
             break
-        time.sleep(min(_pull_pause(poll_interval, now - start), max(deadline - now, 0.0) + 1e-3))
+        pause = min(_pull_pause(poll_interval, now - start), max(deadline - now, 0.0) + 1e-3)
+        if wake is None:
+            time.sleep(pause)
+        else:
+            wake.wait(pause)
     failures.sort(key=lambda f: f.index)
     return replies, failures
 

@@ -16,6 +16,15 @@ simulation polls as rarely as Flower's own loop. Everything else is Flower's: th
 LinkState query (``limit=1`` per node per pass, in node order), the same queue, the same
 stop event; which message a node gets next and what it computes do not change, only when.
 
+Messages are also *signalled*: :func:`attach_signals` wraps the engine's LinkState instance so
+that storing a message for a node (the server's push) or a reply (the engine's injector
+thread) sets an event. The feeder waits on the first instead of sleeping its pause, so a
+pushed message is fed at once (the pause only bounds how long it sleeps when nothing is
+pushed); :func:`flwr_semcom.runtime.messaging.collect` waits on the second between its
+pulls, so a reply is seen as soon as the engine stores it. The server and the engine share
+that one in-memory LinkState in the ``flwr-simulation`` process; in a deployment the grid has
+no such state and both loops keep their timed pauses.
+
 It is a patch of a private Flower function, so it is guarded:
 
 - it acts only where the engine module is already imported (the ``flwr-simulation`` process
@@ -44,7 +53,10 @@ from typing import Any
 
 __all__ = [
     "ENV_VAR",
+    "SIGNALS_ATTR",
     "VCE_MODULE",
+    "StateSignals",
+    "attach_signals",
     "feed_messages",
     "feeder_pause",
     "install_fast_feeder",
@@ -58,6 +70,53 @@ ENV_VAR = "SEMCOM_SIM_FEEDER"
 #: flwr versions whose feeder was read and matches :func:`feed_messages` (major.minor).
 SUPPORTED = ("1.41",)
 _EXPECTED_PARAMS = ["state", "queue", "nodes_mapping", "f_stop"]
+#: Attribute of a signalled LinkState that holds its :class:`StateSignals`.
+SIGNALS_ATTR = "_semcom_signals"
+
+
+class StateSignals:
+    """Events set after a LinkState stored a message for a node (``ins``) or a reply
+    (``res``). A waiter clears the event *before* it looks at the state, then waits: a store
+    that completes after the look sets the event again, so no message is missed."""
+
+    def __init__(self) -> None:
+        self.ins = threading.Event()
+        self.res = threading.Event()
+
+
+def attach_signals(state: Any) -> StateSignals | None:
+    """Wrap ``state.store_message_ins`` / ``store_message_res`` (on this instance only) so
+    that each sets its event of the returned :class:`StateSignals` once the store returned
+    (also when it raised). Idempotent; ``None`` where the state lacks either method or
+    refuses new attributes (then nothing is changed)."""
+    existing = getattr(state, SIGNALS_ATTR, None)
+    if isinstance(existing, StateSignals):
+        return existing
+    store_ins = getattr(state, "store_message_ins", None)
+    store_res = getattr(state, "store_message_res", None)
+    if not callable(store_ins) or not callable(store_res):
+        return None
+    signals = StateSignals()
+
+    def store_message_ins(message: Any) -> Any:
+        try:
+            return store_ins(message)
+        finally:
+            signals.ins.set()
+
+    def store_message_res(message: Any) -> Any:
+        try:
+            return store_res(message)
+        finally:
+            signals.res.set()
+
+    try:
+        setattr(state, SIGNALS_ATTR, signals)
+    except (AttributeError, TypeError):
+        return None
+    state.store_message_ins = store_message_ins
+    state.store_message_res = store_message_res
+    return signals
 
 
 def feeder_pause(idle: float, min_wait: float = 0.005, max_wait: float = 0.1) -> float:
@@ -75,11 +134,15 @@ def feed_messages(
     min_wait: float = 0.005,
     max_wait: float = 0.1,
     clock: Callable[[], float] = time.monotonic,
+    wake: threading.Event | None = None,
 ) -> None:
     """Flower's ``add_messages_to_queue`` with an adaptive pause (module docstring): each pass
-    takes at most one undelivered message per node, in ``nodes_mapping`` order."""
+    takes at most one undelivered message per node, in ``nodes_mapping`` order. With
+    ``wake`` (:attr:`StateSignals.ins`) the pause ends as soon as a message is stored."""
     last_fed = clock()
     while not f_stop.is_set():
+        if wake is not None:
+            wake.clear()
         fed = False
         for node_id in nodes_mapping:
             for msg in state.get_message_ins(node_id=node_id, limit=1):
@@ -88,7 +151,11 @@ def feed_messages(
         now = clock()
         if fed:
             last_fed = now
-        f_stop.wait(feeder_pause(now - last_fed, min_wait, max_wait))
+        pause = feeder_pause(now - last_fed, min_wait, max_wait)
+        if wake is None:
+            f_stop.wait(pause)
+        else:
+            wake.wait(pause)
 
 
 def _params(fn: Callable[..., Any]) -> list[str]:
@@ -149,14 +216,23 @@ def install_fast_feeder(
     def add_messages_to_queue(
         state: Any, queue: Queue[Any], nodes_mapping: Mapping[int, int], f_stop: threading.Event
     ) -> None:
-        feed_messages(state, queue, nodes_mapping, f_stop, min_wait=min_wait, max_wait=max_wait)
+        signals = attach_signals(state)
+        feed_messages(
+            state,
+            queue,
+            nodes_mapping,
+            f_stop,
+            min_wait=min_wait,
+            max_wait=max_wait,
+            wake=None if signals is None else signals.ins,
+        )
 
     add_messages_to_queue._semcom_fast_feeder = True  # type: ignore[attr-defined]
     add_messages_to_queue._semcom_flower_feeder = current  # type: ignore[attr-defined]
     setattr(vce, "add_messages_to_queue", add_messages_to_queue)  # noqa: B010
     log(
         INFO,
-        "simulation feeder: adaptive %.0f-%.0f ms pause (flwr_semcom.runtime.simfeed)",
+        "simulation feeder: signalled, adaptive %.0f-%.0f ms pause (flwr_semcom.runtime.simfeed)",
         1e3 * min_wait,
         1e3 * max_wait,
     )
