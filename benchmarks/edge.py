@@ -28,9 +28,22 @@ what ``flwr_semcom.client_app`` imported up to issue #16; after: the relaying ap
 interleaved. Every record holds ``os.getloadavg()`` before and after. ``--summarise`` rewrites
 the summary keys from the records (median, p90, spread = min / max of the runs' medians).
 
+``--passes`` (item 4's ratios) times one Stage II pass of the main job's setting
+(:data:`PASS_OVERRIDES`: ``split_supervised`` with the main job's Stage II hyper-parameters,
+240 labelled scenes, batch 32, 8 batches = 8 exchanges per pass, S = 1, 3 rounds) on the three
+engines, interleaved (in-process, simulation, deployment; the order reversed every other
+repeat): ``inprocess`` = the in-process reference (one process, clients one after the other,
+:func:`simulations.experiments.split_supervised.reference`); ``sim`` = ``semcom-run`` (Flower's
+simulation engine, 2 SuperNodes); ``deploy`` = ``semcom-run --superlink`` against a fresh
+loopback TLS deployment with warm clients (the ``warm`` kind). A pass is the strategy's
+``train_time_s`` of a round; the first round (start-up, first batches) is reported but not in
+the median. Per repeat the ratios deploy / in-process, sim / in-process and deploy / sim;
+summary: their median and spread (min / max) over the repeats.
+
 Usage::
 
     python benchmarks/edge.py --kinds cold warm            # ~5 min, appends 2 runs
+    python benchmarks/edge.py --passes --repeats 3         # ~12 min
     python benchmarks/edge.py --imports --repeats 4
     python benchmarks/edge.py --summarise
 """
@@ -43,6 +56,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +86,13 @@ KINDS: dict[str, tuple[bool, bool, float | None, bool]] = {
     "warm_no_launcher": (True, False, 0.1, True),
     "warm_poll1": (True, True, None, True),
 }
+#: the main job's Stage II setting (benchmarks/results/split_schedule.json
+#: ``main_stage2_setting``): 8 batches of 32 per pass, cosine lr; 3 passes
+PASS_OVERRIDES = (
+    "data.label_fraction=0.1 strategy.batch_size=32 strategy.lr_schedule=cosine "
+    "strategy.rounds=3 strategy.steps_per_message=1"
+)
+PASS_KINDS = ("inprocess", "sim", "deploy")
 STEP = "train.split_step"
 GOAL_S = 4.0
 #: what a flwr-clientapp process imports: Flower's runtime, then the app (before / after)
@@ -130,6 +151,75 @@ def run_once(kind: str, nodes: int = 2) -> dict[str, Any]:
     record["semcom_run_wall_s"] = round(res.wall_s, 2)
     record["loadavg_after"] = _load()
     return record
+
+
+def _metrics(out: Path) -> list[dict[str, Any]]:
+    files = sorted(out.rglob("metrics.json"))
+    if len(files) != 1:
+        raise SystemExit(f"expected one metrics.json under {out}, found {len(files)}")
+    rows: list[dict[str, Any]] = json.loads(files[0].read_text())
+    return rows
+
+
+def pass_once(kind: str, workdir: Path) -> dict[str, Any]:
+    """One run of :data:`PASS_OVERRIDES` on ``kind``'s engine; the passes' times."""
+    record: dict[str, Any] = {"kind": kind, "loadavg_before": _load()}
+    out = workdir / f"{kind}-{time.time_ns()}"
+    t0 = time.monotonic()
+    if kind == "inprocess":
+        import torch
+
+        from flwr_semcom.config import compose_config
+        from simulations.experiments.split_supervised import reference
+
+        threads = torch.get_num_threads()
+        rows = reference(compose_config("split_supervised", PASS_OVERRIDES)).history
+        torch.set_num_threads(threads)
+    elif kind == "sim":
+        cmd = [sys.executable, "-m", "simulations.launch", "--experiment", "split_supervised"]
+        cmd += ["--overrides", f"{PASS_OVERRIDES} paths.output_dir={out}"]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)  # noqa: S603
+        if done.returncode != 0:
+            raise SystemExit(f"sim: semcom-run exited {done.returncode}: {done.stderr[-2000:]}")
+        rows = _metrics(out)
+    elif kind == "deploy":
+        with local_deployment(2, warm=True, launcher=True, task_poll_interval=0.1) as dep:
+            record["startup_s"] = round(time.monotonic() - t0, 2)
+            res = dep.run_experiment("split_supervised", f"{PASS_OVERRIDES} paths.output_dir={out}")
+            if res.status != "finished:completed":
+                raise SystemExit(f"deploy: run {res.status}: {res.output[-2000:]}")
+        rows = _metrics(out)
+    else:
+        raise ValueError(f"kind: expected one of {PASS_KINDS}, got {kind!r}")
+    record["wall_s"] = round(time.monotonic() - t0, 2)
+    record["pass_s"] = [round(float(r["train_time_s"]), 3) for r in rows]
+    record["pass_median_s"] = round(statistics.median(record["pass_s"][1:]), 3)
+    record["test_accuracy"] = [round(float(r["test_accuracy"]), 5) for r in rows]
+    record["loadavg_after"] = _load()
+    return record
+
+
+def summarise_passes(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per kind the pass medians; per repeat (one run of each kind) the three ratios; their
+    median and spread."""
+    out: dict[str, Any] = {}
+    for kind in PASS_KINDS:
+        values = [r["pass_median_s"] for r in runs if r["kind"] == kind]
+        if values:
+            out[kind] = {"pass_s_median": round(statistics.median(values), 3), "runs": values}
+    by_repeat: dict[int, dict[str, float]] = {}
+    for r in runs:
+        by_repeat.setdefault(int(r["repeat"]), {})[r["kind"]] = float(r["pass_median_s"])
+    ratios: dict[str, list[float]] = {}
+    for rep in by_repeat.values():
+        for num, den in (("deploy", "inprocess"), ("sim", "inprocess"), ("deploy", "sim")):
+            if num in rep and den in rep:
+                ratios.setdefault(f"ratio_{num}_vs_{den}", []).append(rep[num] / rep[den])
+    for key, values in ratios.items():
+        out[key] = round(statistics.median(values), 3)
+        out[f"{key}_spread"] = _spread([round(v, 3) for v in values])
+        out[f"{key}_repeats"] = len(values)
+    return out
 
 
 def _sum(m: dict[str, Any]) -> float:
@@ -209,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/edge.py", description=__doc__.splitlines()[0])
     p.add_argument("--kinds", nargs="*", default=[], choices=list(KINDS))
     p.add_argument("--imports", action="store_true", help="time the ClientApp imports")
-    p.add_argument("--repeats", type=int, default=3, help="--imports repeats")
+    p.add_argument("--repeats", type=int, default=3, help="--imports / --passes repeats")
+    p.add_argument(
+        "--passes", action="store_true", help="Stage II pass: deploy vs sim vs in-process"
+    )
     p.add_argument("--summarise", action="store_true", help="only rewrite the summary")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
@@ -226,6 +319,24 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(data, fh, indent=1)
     if args.imports:
         data.setdefault("imports", []).extend(time_imports(args.repeats))
+    if args.passes:
+        stage = data.setdefault("stage2_pass", {"overrides": PASS_OVERRIDES, "runs": []})
+        first = 1 + max((int(r["repeat"]) for r in stage["runs"]), default=-1)
+        with tempfile.TemporaryDirectory(prefix="semcom-edge-passes-") as tmp:
+            for rep in range(first, first + args.repeats):
+                order = PASS_KINDS if rep % 2 == 0 else tuple(reversed(PASS_KINDS))
+                for kind in order:
+                    record = pass_once(kind, Path(tmp)) | {"repeat": rep}
+                    stage["runs"].append(record)
+                    print(
+                        f"repeat {rep} {kind}: pass {record['pass_median_s']:.2f} s "
+                        f"(passes {record['pass_s']})",
+                        flush=True,
+                    )
+                    with atomic_write(args.out) as fh:
+                        json.dump(data, fh, indent=1)
+        stage.update(summarise_passes(stage["runs"]))
+        print(json.dumps({k: v for k, v in stage.items() if k.startswith("ratio_")}, indent=1))
     data.update(summarise(data))
     with atomic_write(args.out) as fh:
         json.dump(data, fh, indent=1)

@@ -41,7 +41,7 @@ from flwr_semcom.data.splits import stratified_split  # noqa: E402
 from flwr_semcom.paper1.stage2 import supervised_device, supervised_server  # noqa: E402
 from flwr_semcom.split import split_kwargs  # noqa: E402
 from flwr_semcom.split.reference import run_reference  # noqa: E402
-from flwr_semcom.split.settings import schedule_kwargs  # noqa: E402
+from flwr_semcom.split.settings import schedule_kwargs, server_gradients  # noqa: E402
 from flwr_semcom.stats import summarize  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,7 +63,12 @@ def one_run(overrides: str, validation: bool) -> dict[str, Any]:
     keys = ("rounds", "batch_size", "steps_per_message", "eval_batch_size", "seed", "drop_last")
     t0 = time.perf_counter()
     ref = run_reference(
-        server, clients, device=k["device"], **{key: k[key] for key in keys}, **schedule_kwargs(cfg)
+        server,
+        clients,
+        device=k["device"],
+        server_gradients=server_gradients(cfg),
+        **{key: k[key] for key in keys},
+        **schedule_kwargs(cfg),
     )
     hist = [
         {key: round(float(row[key]), 5) for key in ("loss", "train_accuracy", "test_accuracy")}

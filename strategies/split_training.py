@@ -49,6 +49,7 @@ from flwr_semcom.split.protocol import (
     pack_tensors,
 )
 from flwr_semcom.split.schedule import derive_seed
+from flwr_semcom.split.settings import SERVER_GRADIENTS
 from flwr_semcom.split.tasks import ServerTask
 from strategies._split_eval import evaluate_round
 from strategies._split_nodes import server_state
@@ -106,6 +107,10 @@ class SplitTraining(SplitRecovery, Strategy):
         server model runs.
     schedule, compensation
         Client-step schedule for S > 1 (``exact`` | ``replay``, docs/schedules.md); its factor.
+    server_gradients
+        Where the returned ∂L/∂uplink of a group are taken (docs/schedules.md): ``step`` (the
+        default) at the weights of each batch's own step, ``group_end`` at the server's
+        weights after the group's last step (one more decoder forward and backward per batch).
     on_round
         Default callback of :meth:`start` (called with each round's metrics row).
     """
@@ -134,6 +139,7 @@ class SplitTraining(SplitRecovery, Strategy):
         on_round: RoundCallback | None = None,
         schedule: str = "exact",
         compensation: float = 0.0,
+        server_gradients: str = "step",
     ) -> None:
         if not isinstance(server_task, ServerTask):
             raise TypeError(f"server_task must be a ServerTask, got {type(server_task).__name__}")
@@ -164,6 +170,12 @@ class SplitTraining(SplitRecovery, Strategy):
         self.drop_last = bool(drop_last)
         self.profile = bool(profile)
         self.schedule = schedule_values(schedule, compensation)
+        if server_gradients not in SERVER_GRADIENTS:
+            raise ValueError(
+                f"server_gradients must be one of {', '.join(SERVER_GRADIENTS)}, "
+                f"got {server_gradients!r}"
+            )
+        self.server_gradients = server_gradients
         self.device = torch.device(device)
         self.server.model.to(self.device)
         self.policy = failure_policy or FailurePolicy()
@@ -243,6 +255,16 @@ class SplitTraining(SplitRecovery, Strategy):
             for c, g in enumerate(step.grads):
                 grads[c].append({k: v.detach().cpu() for k, v in g.items()})
             add_sums(sums, step.stats)
+        if self.server_gradients == "group_end":  # every gradient at the group's final φ
+            for t, batch in enumerate(batches):
+                torch.manual_seed(
+                    derive_seed(self.seed, "server", self.stage, server_round, batch.index)
+                )
+                at_end = self.server.input_gradients(
+                    [uplinks[c][t] for c in range(len(self.clients))], batch
+                )
+                for c, g in enumerate(at_end):
+                    grads[c][t] = {k: v.detach().cpu() for k, v in g.items()}
         p.times["server_s"] = p.times.get("server_s", 0.0) + time.perf_counter() - t0
         p.grads = grads
         add_sums(p.sums, sums)

@@ -255,6 +255,7 @@ ROWS: list[Row] = [
     entry("strategy.lr_min", SS, nums(("0", "0.05"), ("-1e-12", "0.0500001", "0.06"))),
     entry("strategy.schedule", SS, names(("exact", "replay"), ("stale", "EXACT"))),
     entry("strategy.schedule_compensation", SS, nums(("0", "1000"), ("-1e-12", "1000.000001"))),
+    entry("strategy.server_gradients", SS, names(("step", "group_end"), ("end", "STEP"))),
     entry("strategy.momentum", SS, nums(("0", "0.9999999"), ("-1e-12", "1"))),
     entry("strategy.weight_decay", SS, UNIT),
     entry("strategy.augment", SS, BOOL),

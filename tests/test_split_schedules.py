@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 import pytest
@@ -25,9 +26,15 @@ from flwr_semcom.inprocess import InProcessGrid
 from flwr_semcom.paper1.stage2 import supervised_device, supervised_server
 from flwr_semcom.split import BatchPlan, ClientTask
 from flwr_semcom.split.compute import apply_gradients, forward_batches
+from flwr_semcom.split.decoder import DecoderServer
 from flwr_semcom.split.reference import ReferenceResult, run_reference
 from flwr_semcom.split.schedule import client_plans, derive_seed, group, train_batches
-from flwr_semcom.split.settings import check_split_config, schedule_kwargs, split_kwargs
+from flwr_semcom.split.settings import (
+    check_split_config,
+    schedule_kwargs,
+    server_gradients,
+    split_kwargs,
+)
 from strategies.split_training import SplitTraining, server_state
 
 TINY = (
@@ -54,6 +61,7 @@ def _reference(cfg: DictConfig, **kwargs: object) -> ReferenceResult:
         evaluate=False,
     )
     args.update(schedule_kwargs(cfg))
+    args["server_gradients"] = server_gradients(cfg)
     args.update(kwargs)
     return run_reference(server, clients, **args)  # type: ignore[arg-type]
 
@@ -92,6 +100,12 @@ def _client_compute_loop(
                 step = server.train_step([ups[c][t] for c in range(n)], b)
                 for c in range(n):
                     grads[c].append(step.grads[c])
+            if server_gradients(cfg) == "group_end":
+                for t, b in enumerate(grp):
+                    torch.manual_seed(derive_seed(seed, "server", "finetune", r, b.index))
+                    at_end = server.input_gradients([ups[c][t] for c in range(n)], b)
+                    for c in range(n):
+                        grads[c][t] = at_end[c]
             for c in range(n):
                 apply_gradients(clients[c], opts[c], plans[c][j], grads[c], before[c], CPU, **sched)
     states = [{k: v.detach().clone() for k, v in d.model.state_dict().items()} for d in clients]
@@ -105,6 +119,8 @@ def _client_compute_loop(
         "strategy.schedule=replay strategy.schedule_compensation=0.0",
         "strategy.schedule=replay strategy.schedule_compensation=0.7",
         "strategy.schedule=replay strategy.schedule_compensation=0.7 strategy.lr_schedule=cosine",
+        "strategy.schedule=replay strategy.server_gradients=group_end",
+        "strategy.schedule=exact strategy.server_gradients=group_end",
     ],
 )
 def test_client_compute_equals_reference_bit_for_bit(extra: str) -> None:
@@ -116,12 +132,14 @@ def test_client_compute_equals_reference_bit_for_bit(extra: str) -> None:
     assert _diff(server, ref.server_state) == 0.0
 
 
-def test_flower_run_equals_reference_under_replay() -> None:
+@pytest.mark.parametrize("where", ["step", "group_end"])
+def test_flower_run_equals_reference_under_replay(where: str) -> None:
     """The Flower client (InProcessGrid: ClientApp, messages, records, context.state) under
-    ``replay`` equals the reference, and differs from the Flower run under ``exact``."""
+    ``replay`` equals the reference, and differs from the Flower run under ``exact``; with
+    the server's gradients at each step and at the group's end."""
     overrides = (
         f"{TINY} strategy.steps_per_message=3 strategy.schedule=replay "
-        "strategy.schedule_compensation=0.7"
+        f"strategy.schedule_compensation=0.7 strategy.server_gradients={where}"
     )
     results = {}
     for ov in (overrides, f"{TINY} strategy.steps_per_message=3"):
@@ -256,6 +274,71 @@ def test_replay_sets_batch_norm_statistics_to_the_group_average_at_the_final_wei
     assert int(results["exact"]["bn.num_batches_tracked"]) == 2
 
 
+class _BNHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc(self.bn(z))
+        return out
+
+
+def _decoder() -> DecoderServer:
+    torch.manual_seed(3)
+    return DecoderServer(
+        _BNHead(),
+        torch.tensor([0, 1, 2, 1, 0, 2]),
+        train_ids=torch.arange(6),
+        test_ids=torch.arange(6),
+        num_clients=2,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9),
+    )
+
+
+def test_input_gradients_are_the_steps_gradients_at_the_current_weights_and_change_nothing() -> (
+    None
+):
+    server = _decoder()
+    batch = BatchPlan(index=0, ids=torch.tensor([0, 1, 2, 3, 4, 5]), aug_seed=0, noise_seed=0)
+    ups = [{"z_hat": torch.randn(6, 2)}, {"z_hat": torch.randn(6, 2)}]
+    server.train_step(ups, batch)  # φ has moved once; momentum and BN statistics are set
+    twin = copy.deepcopy(server)
+    before = {k: v.clone() for k, v in server.model.state_dict().items()}
+    momentum = [
+        server.optimizer.state[p]["momentum_buffer"].clone() for p in server.model.parameters()
+    ]
+    got = server.input_gradients(ups, batch)
+    # what a step at these weights would return (on a twin, which then moves)
+    expected = twin.train_step(ups, batch).grads
+    for g, e in zip(got, expected):
+        assert torch.equal(g["z_hat"], e["z_hat"])
+    # by hand: L = CE(fc(bn(concat z))), ∂L/∂z through autograd of an independent forward
+    z = torch.cat([u["z_hat"] for u in ups], 1).requires_grad_(True)
+    bn, fc = server.model.bn, server.model.fc
+    zn = (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + bn.eps) * bn.weight + bn.bias
+    loss = torch.nn.functional.cross_entropy(zn @ fc.weight.T + fc.bias, server.labels)
+    (dz,) = torch.autograd.grad(loss, z)
+    assert torch.allclose(torch.cat([got[0]["z_hat"], got[1]["z_hat"]], 1), dz, atol=1e-6)
+    # nothing of the server moved: weights, running statistics, counters, momentum
+    after = server.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    for p, m in zip(server.model.parameters(), momentum):
+        assert torch.equal(server.optimizer.state[p]["momentum_buffer"], m)
+    assert not torch.equal(twin.model.fc.weight, server.model.fc.weight)  # a step would move
+
+
+def test_group_end_gradients_differ_from_step_gradients_by_the_servers_moves() -> None:
+    s3 = f"{TINY} strategy.steps_per_message=3 strategy.schedule=replay"
+    step = _reference(compose_config("split_supervised", s3))
+    ge = "strategy.server_gradients=group_end"
+    end = _reference(compose_config("split_supervised", f"{s3} {ge}"))
+    # the server's own steps use the same uplinks at the same weights only in the first group
+    assert _diff(step.client_states[0], end.client_states[0]) > 1e-4
+    assert _diff(step.server_state, end.server_state) > 1e-6
+
+
 def test_schedule_keys_are_checked() -> None:
     assert schedule_kwargs(compose_config("split_supervised", TINY)) == {
         "schedule": "exact",
@@ -264,6 +347,10 @@ def test_schedule_keys_are_checked() -> None:
     for bad, msg in (
         ("strategy.schedule=stale", "strategy.schedule: invalid value 'stale'"),
         ("strategy.schedule_compensation=-1.0", "strategy.schedule_compensation: invalid value"),
+        (
+            "strategy.server_gradients=end",
+            "strategy.server_gradients: invalid value 'end'; expected one of step, group_end",
+        ),
     ):
         with pytest.raises(ConfigError, match=msg):
             check_split_config(compose_config("split_supervised", f"{TINY} {bad}"))

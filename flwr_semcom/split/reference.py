@@ -141,6 +141,7 @@ def run_reference(
     recompute: bool = True,
     schedule: str = "exact",
     compensation: float = 0.0,
+    server_gradients: str = "step",
     evaluate: bool = True,
     device: str | torch.device = "cpu",
     on_round: Callable[[dict[str, Any]], None] | None = None,
@@ -161,6 +162,10 @@ def run_reference(
     schedule, compensation
         The client-step schedule (``exact``, ``replay``) and ``replay``'s feature-space
         delay compensation λ (``strategy.schedule`` / ``strategy.schedule_compensation``).
+    server_gradients
+        ``step``: each batch's ∂L/∂uplink at the server weights of its own step;
+        ``group_end``: all of a group's at the weights after its last step
+        (``strategy.server_gradients``, docs/schedules.md).
     evaluate
         Evaluate on the test IDs after every pass.
     device
@@ -173,6 +178,8 @@ def run_reference(
     if schedule not in ("exact", "replay"):
         raise ValueError(f"schedule must be exact or replay, got {schedule!r}")
     replay = schedule == "replay"
+    if server_gradients not in ("step", "group_end"):
+        raise ValueError(f"server_gradients must be step or group_end, got {server_gradients!r}")
     recompute = recompute or replay
     server.model.to(device)
     n = server.num_clients
@@ -225,6 +232,14 @@ def run_reference(
                     grads[c].append(step.grads[c])
                 for k in sums:
                     sums[k] += float(step.stats.get(k, 0.0))
+            if server_gradients == "group_end":
+                for t, batch in enumerate(batches[lo : lo + S]):
+                    torch.manual_seed(derive_seed(seed, "server", stage, r, batch.index))
+                    at_end = server.input_gradients(
+                        [{k: v.detach() for k, v in ups[c][t].items()} for c in range(n)], batch
+                    )
+                    for c in range(n):
+                        grads[c][t] = at_end[c]
             critical += time.perf_counter() - ts
             # 3. client steps with the gradients at θ_start
             slowest = 0.0

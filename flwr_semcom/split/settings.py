@@ -15,7 +15,15 @@ from typing import Any
 from flwr_semcom.reliability import FailurePolicy
 from flwr_semcom.rules import ConfigError, Rule, add_check, float_range, int_range, resolve_device
 
-__all__ = ["SPLIT_RULES", "check_lr_min", "check_split_config", "schedule_kwargs", "split_kwargs"]
+__all__ = [
+    "SERVER_GRADIENTS",
+    "SPLIT_RULES",
+    "check_lr_min",
+    "check_split_config",
+    "schedule_kwargs",
+    "server_gradients",
+    "split_kwargs",
+]
 
 
 def _optional(rule: Rule) -> Rule:
@@ -25,6 +33,11 @@ def _optional(rule: Rule) -> Rule:
 def _name_rule() -> Rule:
     return Rule(lambda v: isinstance(v, str) and v != "", "a registered name", required=False)
 
+
+#: Where the server evaluates the gradients it returns for a group of S batches
+#: (docs/schedules.md): ``step`` at the weights of each batch's step (φ_{t-1}),
+#: ``group_end`` at the group's final weights φ_S.
+SERVER_GRADIENTS = ("step", "group_end")
 
 SPLIT_RULES: dict[str, Rule] = {
     "strategy.rounds": _optional(int_range(1, 100_000)),
@@ -54,6 +67,9 @@ SPLIT_RULES: dict[str, Rule] = {
         lambda v: v in ("exact", "replay"), "one of exact, replay", required=False
     ),
     "strategy.schedule_compensation": _optional(float_range(0.0, 1000.0)),
+    "strategy.server_gradients": Rule(
+        lambda v: v in SERVER_GRADIENTS, "one of " + ", ".join(SERVER_GRADIENTS), required=False
+    ),
 }
 
 REQUIRED = (
@@ -114,7 +130,8 @@ def split_kwargs(cfg: Any) -> dict[str, Any]:
 
     ``rounds``, ``batch_size``, ``steps_per_message``, ``eval_batch_size``,
     ``eval_batches_per_message``, ``poll_interval``, ``timeout``, ``node_wait``,
-    ``drop_last``, ``profile``, ``schedule``, ``compensation`` (from ``strategy``), ``seed``,
+    ``drop_last``, ``profile``, ``schedule``, ``compensation``, ``server_gradients`` (from
+    ``strategy``), ``seed``,
     ``device`` (resolved) and ``failure_policy`` (from ``reliability``).
     """
     check_split_config(cfg)
@@ -134,7 +151,14 @@ def split_kwargs(cfg: Any) -> dict[str, Any]:
         "device": resolve_device(str(cfg.get("device", "cpu"))),
         "failure_policy": FailurePolicy.from_config(cfg),
         **schedule_kwargs(cfg),
+        "server_gradients": server_gradients(cfg),
     }
+
+
+def server_gradients(cfg: Any) -> str:
+    """``strategy.server_gradients`` (default ``step``; docs/schedules.md), checked."""
+    check_split_config(cfg)
+    return str(cfg.strategy.get("server_gradients", "step"))
 
 
 def schedule_kwargs(cfg: Any) -> dict[str, Any]:

@@ -146,6 +146,37 @@ class ServerTask(ABC):
         self.optimizer.step()
         return ServerStep(float(loss.detach()), grads, stats)
 
+    def input_gradients(
+        self, uplinks: Sequence[Mapping[str, torch.Tensor]], batch: BatchPlan
+    ) -> list[dict[str, torch.Tensor]]:
+        """∂L/∂uplink for every client at the server model's *current* weights, without a
+        step: the weights, their ``.grad``, the optimizer and the buffers (e.g. batch-norm
+        running statistics) are left as they were. Train mode, like :meth:`train_step`; the
+        caller seeds torch's global RNG as for the step. Used by
+        ``server_gradients = "group_end"`` (docs/schedules.md)."""
+        where = f"split server gradients, batch {batch.index}"
+        leaves = [
+            {k: v.detach().clone().requires_grad_(True) for k, v in up.items()} for up in uplinks
+        ]
+        buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        self.model.train()
+        try:
+            loss, _ = self.loss(leaves, batch)
+            check_loss(loss, where=where, step=batch.index)
+            flat = [v for leaf in leaves for v in leaf.values()]
+            got = torch.autograd.grad(loss, flat, allow_unused=True)
+        finally:
+            with torch.no_grad():
+                for n, b in self.model.named_buffers():
+                    b.copy_(buffers[n])
+        it = iter(got)
+        grads = [
+            {k: (g if (g := next(it)) is not None else torch.zeros_like(v)) for k, v in lf.items()}
+            for lf in leaves
+        ]
+        check_finite("gradients", grads, where=where, consequence="training stopped")
+        return grads
+
     def channel_uses(self, uplink: Mapping[str, torch.Tensor]) -> int:
         """Complex channel uses of one batch's uplink from one client.
 

@@ -99,7 +99,7 @@ def reference(cfg: DictConfig, **kwargs: Any) -> ReferenceResult:
     server = supervised_server(cfg)
     clients = [supervised_device(cfg, p) for p in range(server.num_clients)]
     keys = ("rounds", "batch_size", "steps_per_message", "eval_batch_size", "seed", "drop_last",
-            "schedule", "compensation")  # fmt: skip
+            "schedule", "compensation", "server_gradients")  # fmt: skip
     args: dict[str, Any] = {key: k[key] for key in keys}
     args["device"] = k["device"]
     args.update(kwargs)
