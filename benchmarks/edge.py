@@ -192,7 +192,7 @@ def pass_once(kind: str, workdir: Path) -> dict[str, Any]:
     else:
         raise ValueError(f"kind: expected one of {PASS_KINDS}, got {kind!r}")
     record["wall_s"] = round(time.monotonic() - t0, 2)
-    record["pass_s"] = [round(float(r["train_time_s"]), 3) for r in rows]
+    record["pass_s"] = [round(float(r["train_time_s"]), 3) for r in rows]  # the train pass
     record["pass_median_s"] = round(statistics.median(record["pass_s"][1:]), 3)
     record["test_accuracy"] = [round(float(r["test_accuracy"]), 5) for r in rows]
     record["loadavg_after"] = _load()

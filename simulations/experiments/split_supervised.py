@@ -169,6 +169,8 @@ def run(grid: Grid, cfg: DictConfig, context: Context) -> dict[str, Any]:
             "cum_up_bytes": ledger.total("bytes", direction="up", max_round=r),
             "cum_down_bytes": ledger.total("bytes", direction="down", max_round=r),
             "cum_channel_uses": ledger.total("channel_uses", max_round=r),
+            "train_time_s": row["train_time_s"],
+            "eval_time_s": row.get("eval_time_s"),
             "round_time_s": row["round_time_s"],
             "wall_time_s": time.perf_counter() - t0,
         }
