@@ -49,7 +49,7 @@ TINY: dict[str, str] = {
 #: Every field that measures time, by name: csv columns and json keys (at any depth) that may
 #: differ between two runs of the same seed; ``results_dir`` is the run's own folder. Checked
 #: against what the runners write: metrics.csv ``round_time_s``, ``wall_time_s`` (and
-``train_time_s``, ``eval_time_s`` of split_supervised); summary.json
+#: ``train_time_s``, ``eval_time_s`` of split_supervised); summary.json
 #: ``elapsed_s``, ``wall_s``, ``stage1_time_s``, ``stage2_time_s``, ``finetune_wall_s``,
 #: ``sweep_wall_time_s`` (a name that is not written is harmless).
 WALL = frozenset(
