@@ -359,4 +359,3 @@ def test_schedule_keys_are_checked() -> None:
         apply_gradients(
             task, task.make_optimizer(task.model.parameters()), [], [], {}, CPU, schedule="x"
         )
-
