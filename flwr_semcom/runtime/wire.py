@@ -121,19 +121,23 @@ def _still_waiting(deadline: float, alive: Callable[[], bool] | None, late: str)
 
 def _recv_exact(
     sock: socket.socket, n: int, deadline: float, alive: Callable[[], bool] | None
-) -> bytes:
-    buf = bytearray()
+) -> bytearray:
+    """``n`` bytes read straight into one buffer of that size (no growing buffer and no copy
+    at the end: a pass-end frame is ~90 MB per ResNet-18 client)."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
     sock.settimeout(1.0)
-    while len(buf) < n:
+    while got < n:
         try:
-            chunk = sock.recv(min(n - len(buf), 1 << 22))
+            k = sock.recv_into(view[got:], min(n - got, 1 << 22))
         except TimeoutError:
             _still_waiting(deadline, alive, "no answer in time")
             continue
-        if not chunk:
+        if not k:
             raise ConnectionError("connection closed")
-        buf += chunk
-    return bytes(buf)
+        got += k
+    return buf
 
 
 def recv_frame(sock: socket.socket, timeout: float, alive: Callable[[], bool] | None = None) -> Any:
