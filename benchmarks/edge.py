@@ -40,6 +40,11 @@ loopback TLS deployment with warm clients (the ``warm`` kind). A pass is the str
 the median. Per repeat the ratios deploy / in-process, sim / in-process and deploy / sim;
 summary: their median and spread (min / max) over the repeats.
 
+The summary also copies, from :data:`SCHEDULE_JSON` (benchmarks/split_schedule.py and
+benchmarks/stage2_s8.py, docs/schedules.md), ``accuracy_gap_s8``: exact S = 1 minus the chosen
+S > 1 setting at S = 8, mean over seeds, on ``split_supervised`` and per method on the main
+job's Stage II (``accuracy_gap_s8_main_stage2_<method>`` with its paired 95 % interval).
+
 Usage::
 
     python benchmarks/edge.py --kinds cold warm            # ~5 min, appends 2 runs
@@ -95,6 +100,10 @@ PASS_OVERRIDES = (
 PASS_KINDS = ("inprocess", "sim", "deploy")
 STEP = "train.split_step"
 GOAL_S = 4.0
+GOAL_GAP = 0.02
+#: where the accuracy-vs-S study of the chosen S > 1 setting is (benchmarks/split_schedule.py,
+#: benchmarks/stage2_s8.py): its gaps are copied into the summary (``accuracy_keys``)
+SCHEDULE_JSON = ROOT / "benchmarks" / "results" / "split_schedule_group_end.json"
 #: what a flwr-clientapp process imports: Flower's runtime, then the app (before / after)
 IMPORTS = {
     "before": "import flwr.supernode.cli, flwr_semcom.client_app as c; c.app.full()",
@@ -222,6 +231,28 @@ def summarise_passes(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def accuracy_keys(path: Path = SCHEDULE_JSON) -> dict[str, Any]:
+    """``accuracy_gap_s8`` (exact S = 1 minus the chosen schedule at S = 8, mean over seeds) on
+    ``split_supervised`` and on the main job's Stage II per method, copied from ``path``."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    out: dict[str, Any] = {"accuracy_source": str(path.relative_to(ROOT))}
+    if "accuracy_gap_s8" in data:
+        out["accuracy_gap_s8"] = round(float(data["accuracy_gap_s8"]), 4)
+        out["accuracy_gap_s8_setting"] = data.get("overrides_per_schedule", {})
+    main = data.get("main_job_stage2_s8", {})
+    for method, block in main.items():
+        if isinstance(block, dict) and "final_accuracy" in block:
+            gap = block["final_accuracy"]["gap_paired_t"]
+            out[f"accuracy_gap_s8_main_stage2_{method}"] = round(float(gap["mean_diff"]), 4)
+            out[f"accuracy_gap_s8_main_stage2_{method}_ci95"] = [
+                round(float(gap["ci95_low"]), 4),
+                round(float(gap["ci95_high"]), 4),
+            ]
+    return out
+
+
 def _sum(m: dict[str, Any]) -> float:
     return sum(float(m[k] or 0) for k in ("start_clientapp", "run_clientapp", "to_superlink"))
 
@@ -287,7 +318,13 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
         walls = [i["wall_s"] for i in data.get("imports", []) if i["variant"] == variant]
         if walls:
             out[f"clientapp_import_s_{variant}"] = _stats(walls)
-    out["goals"] = {"deploy_exchange_median_s": GOAL_S}
+    out.update(accuracy_keys())
+    stage = data.get("stage2_pass")
+    if stage and stage.get("runs"):
+        for key, value in summarise_passes(stage["runs"]).items():
+            if key.startswith("ratio_"):
+                out[f"stage2_pass_{key}"] = value
+    out["goals"] = {"deploy_exchange_median_s": GOAL_S, "accuracy_gap_s8": GOAL_GAP}
     return out
 
 

@@ -3,6 +3,11 @@ Stage II pass), paired within each interleaved repeat, median and spread by hand
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
 
 def test_edge_pass_ratios_pair_the_kinds_of_each_repeat() -> None:
     from benchmarks.edge import summarise_passes
@@ -24,3 +29,32 @@ def test_edge_pass_ratios_pair_the_kinds_of_each_repeat() -> None:
     assert out["ratio_deploy_vs_sim"] == 8.0
     assert out["ratio_deploy_vs_sim_repeats"] == 2
     assert out["inprocess"] == {"pass_s_median": 2.0, "runs": [2.0, 2.0, 4.0]}
+
+
+def test_accuracy_gaps_are_copied_from_the_schedule_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import edge
+
+    study = tmp_path / "study.json"
+    assert edge.accuracy_keys(study) == {}  # no study yet: no keys
+    gap = {"mean_diff": 0.0123456, "ci95_low": -0.01, "ci95_high": 0.035}
+    study.write_text(
+        json.dumps(
+            {
+                "accuracy_gap_s8": 0.0150004,
+                "overrides_per_schedule": {"replay": "strategy.server_gradients=group_end"},
+                "main_job_stage2_s8": {
+                    "label": "replay + group_end",
+                    "supervised": {"final_accuracy": {"gap_paired_t": gap}},
+                },
+            }
+        )
+    )
+    monkeypatch.setattr(edge, "ROOT", tmp_path)  # the source is reported relative to the repository
+    out = edge.accuracy_keys(study)
+    assert out["accuracy_gap_s8"] == 0.015
+    assert out["accuracy_gap_s8_main_stage2_supervised"] == 0.0123
+    assert out["accuracy_gap_s8_main_stage2_supervised_ci95"] == [-0.01, 0.035]
+    assert out["accuracy_source"] == "study.json"
+    assert "accuracy_gap_s8_main_stage2_label" not in out
