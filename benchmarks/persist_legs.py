@@ -64,6 +64,7 @@ def _sender(conn: socket.socket, repeats: int) -> None:
 
     torch.set_num_threads(1)
     state = client_state()
+    conn.sendall(b"r")  # built: the timing starts after this
     for _ in range(repeats):
         conn.recv(1)  # the receiver is ready
         send_frame(conn, {"state": state})
@@ -109,6 +110,7 @@ def measure(repeats: int) -> dict[str, Any]:
     mine, theirs = socket.socketpair()
     proc = mp.get_context("spawn").Process(target=_sender, args=(theirs, repeats))
     proc.start()
+    mine.recv(1)  # the sender has started and built its records
     times = []
     for _ in range(repeats):
         mine.sendall(b"x")
