@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from _runs import WALL  # tests/ is on sys.path
 
 from flwr_semcom.checkpoint import (
     CHECKPOINT_NAME,
@@ -32,8 +33,6 @@ TINY = (
     "data.num_samples=40 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
     "strategy.batch_size=8 strategy.rounds=3"
 )
-#: metrics columns that measure time: the only ones allowed to differ between two runs
-TIME_COLUMNS = ("round_time_s", "wall_time_s")
 
 
 def run_inprocess(overrides: str, partitions: tuple[int, ...] = (0, 1)) -> dict[str, Any]:
@@ -48,7 +47,8 @@ def run_inprocess(overrides: str, partitions: tuple[int, ...] = (0, 1)) -> dict[
 def metrics_without_time(folder: Path) -> list[dict[str, str]]:
     with open(folder / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return [{k: v for k, v in r.items() if k not in TIME_COLUMNS} for r in rows]
+    # WALL: the time columns, the only ones two runs of a seed may differ in
+    return [{k: v for k, v in r.items() if k not in WALL} for r in rows]
 
 
 def final_weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 from _procs import processes_with_flwr_home, run_launcher  # tests/ is on sys.path
+from _runs import WALL  # the time columns, the only ones two runs may differ in
 
 from simulations.launch import descendants
 
 ROOT = Path(__file__).resolve().parents[1]
-TIME_COLUMNS = ("round_time_s", "wall_time_s")
 SMALL = (
     "data.num_samples=120 data.image_size=8 model.num_symbols=4 model.decoder_hidden=8 "
     "strategy.batch_size=8 strategy.rounds=6"
@@ -56,7 +56,7 @@ def _kill9(pids: list[int]) -> None:
 
 def _metrics(folder: Path) -> list[dict[str, str]]:
     with open(folder / "metrics.csv", newline="") as fh:
-        return [{k: v for k, v in r.items() if k not in TIME_COLUMNS} for r in csv.DictReader(fh)]
+        return [{k: v for k, v in r.items() if k not in WALL} for r in csv.DictReader(fh)]
 
 
 def _checkpoint_round(out: Path) -> int:

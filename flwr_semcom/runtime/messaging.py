@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from logging import DEBUG, ERROR, WARNING
 
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -33,6 +32,14 @@ from flwr.serverapp import Grid
 
 from flwr_semcom.accounting import CommLedger, record_nbytes
 from flwr_semcom.reliability import FailurePolicy
+from flwr_semcom.runtime.clients import (
+    ClientError,
+    ClientFailureError,
+    ClientInfo,
+    ClientTimeoutError,
+    Failure,
+    reason_summary,
+)
 from flwr_semcom.runtime.simfeed import SIGNALS_ATTR, StateSignals
 
 __all__ = [
@@ -55,53 +62,6 @@ def _pull_pause(poll_interval: float, waited: float) -> float:
     """Seconds before the next pull, ``waited`` s after the push: ``poll_interval``, growing to
     1 % of ``waited`` (a reply is seen ≤ 1 % late), at most max(poll_interval, 50 ms)."""
     return min(max(poll_interval, 0.01 * waited), max(poll_interval, 0.05))
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    """A connected client: its Flower node ID, partition ID and role (e.g. modality)."""
-
-    node_id: int
-    partition_id: int
-    role: str
-
-    def describe(self) -> str:
-        return f"node {self.node_id} (partition {self.partition_id}, {self.role})"
-
-    @property
-    def label(self) -> str:
-        """The ledger's client column: ``"<partition>:<role>"`` (node IDs are random)."""
-        return f"{self.partition_id}:{self.role}"
-
-
-class ClientError(RuntimeError):
-    """A client answered a message with an error."""
-
-
-class ClientFailureError(ClientError):
-    """A client failed and the failure policy stops the run (one line)."""
-
-
-class ClientTimeoutError(ClientFailureError, TimeoutError):
-    """A client did not answer within the timeout and the policy stops the run."""
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a client gave no usable reply: ``kind`` is ``"error"`` or ``"timeout"``."""
-
-    index: int
-    kind: str
-    reason: str
-
-
-def _reason_summary(reason: str) -> str:
-    """The most telling line of an error reason (simulation sends a whole traceback)."""
-    lines = [ln.strip() for ln in reason.strip().splitlines() if ln.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "Exception" in line:
-            return line
-    return lines[-1] if lines else "(no reason given)"
 
 
 def record_transfer(
@@ -177,7 +137,7 @@ def collect(
             pending.discard(mid)
             if reply.has_error():
                 who = clients[i].describe()
-                summary = _reason_summary(reply.error.reason or "")
+                summary = reason_summary(reply.error.reason or "")
                 log(ERROR, "client %s failed in %s: %s", who, action, summary)
                 log(DEBUG, "full error reason from %s: %s", who, reply.error.reason)
                 failures.append(Failure(i, "error", summary))
