@@ -82,16 +82,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--command", default="", help="how the runs were made (stored)")
     p.add_argument("--into", type=Path, default=None, help="JSON file to store the block in")
     p.add_argument("--key", default=None, help="key of the block in --into")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="add these methods to the block already under --key (their runs and --command "
+        "kept; a method already there is refused)",
+    )
     args = p.parse_args(argv)
     if (args.into is None) != (args.key is None):
         p.error("--into and --key go together")
+    if args.merge and args.into is None:
+        p.error("--merge needs --into and --key")
     exact = json.loads(EXACT.read_text())
-    block: dict[str, Any] = {"label": args.label, "command": args.command, "exact_s1": str(EXACT)}
+    block: dict[str, Any] = {
+        "label": args.label,
+        "command": args.command,
+        "exact_s1": str(EXACT.relative_to(ROOT)),
+    }
+    data = json.loads(args.into.read_text()) if args.into and args.into.exists() else {}
+    if args.merge:
+        old = data.get(args.key)
+        if not isinstance(old, dict):
+            p.error(f"--merge: no block {args.key!r} in {args.into}")
+        taken = [m for m in args.methods if m in old]
+        if taken:
+            p.error(f"--merge: {taken} already in {args.into} [{args.key}]")
+        block = {**old, "command": f"{old.get('command', '')}; {args.command}".strip("; ")}
     for method in args.methods:
         block[method] = compare(args.runs, method, exact)
     print(json.dumps(block, indent=1))
     if args.into is not None:
-        data = json.loads(args.into.read_text()) if args.into.exists() else {}
         data[args.key] = block
         with atomic_write(args.into) as fh:
             json.dump(data, fh, indent=1)
