@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from _runs import WALL  # tests/ is on sys.path
+from _runs import without_wall  # tests/ is on sys.path
 
 from flwr_semcom.checkpoint import (
     CHECKPOINT_NAME,
@@ -46,9 +46,8 @@ def run_inprocess(overrides: str, partitions: tuple[int, ...] = (0, 1)) -> dict[
 
 def metrics_without_time(folder: Path) -> list[dict[str, str]]:
     with open(folder / "metrics.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    # WALL: the time columns, the only ones two runs of a seed may differ in
-    return [{k: v for k, v in r.items() if k not in WALL} for r in rows]
+        # without the time columns (WALL), the only ones two runs of a seed may differ in
+        return without_wall(list(csv.DictReader(fh)))
 
 
 def final_weights(folder: Path) -> dict[str, torch.Tensor]:
