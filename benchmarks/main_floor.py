@@ -57,9 +57,22 @@ from simulations.experiments import _paper1_stages  # noqa: E402
 from simulations.preflight import nodes_needed  # noqa: E402
 from simulations.server_app import load_runner  # noqa: E402
 
-#: summary.json keys that measure time or name the folder (never compared)
+#: summary.json keys that measure time or name the folder (never compared); the names of
+#: tests/_runs.WALL, which lists what the runners write
 WALL = frozenset(
-    {"wall_time_s", "stage1_time_s", "stage2_time_s", "elapsed_s", "wall_s", "results_dir"}
+    {
+        "round_time_s",
+        "train_time_s",
+        "eval_time_s",
+        "wall_time_s",
+        "stage1_time_s",
+        "stage2_time_s",
+        "elapsed_s",
+        "wall_s",
+        "finetune_wall_s",
+        "sweep_wall_time_s",
+        "results_dir",
+    }
 )
 
 
@@ -324,7 +337,11 @@ def pair_check(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--experiment", default="main")
+    p.add_argument(
+        "--experiment",
+        default="main",
+        help="a paper-1 experiment (main, multimodal, …): stages are labelled through its runner",
+    )
     p.add_argument("--overrides", default="", help="hydra overrides, space-separated")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--compare", type=Path, default=None, help="a simulation run's summary.json")

@@ -163,3 +163,7 @@ def test_pair_check_times_each_modality_alone_and_beside_the_other() -> None:
     s = pair["slowdown_beside_other"]
     assert s["n"] == 2 and s["min"] == min(ratios) and s["max"] == max(ratios)
     assert all(t > 0 for r in pair["runs"] for t in r["pass_s"].values())
+
+
+def test_wall_fields_are_the_ones_the_determinism_tests_skip() -> None:
+    assert main_floor.WALL == _runs.WALL
