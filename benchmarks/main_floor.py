@@ -53,27 +53,13 @@ from flwr_semcom.accounting import atomic_write  # noqa: E402
 from flwr_semcom.client_app import app as client_app  # noqa: E402
 from flwr_semcom.config import compose_config, split_overrides  # noqa: E402
 from flwr_semcom.inprocess import InProcessGrid  # noqa: E402
+from flwr_semcom.results import WALL_FIELDS  # noqa: E402
 from simulations.experiments import _paper1_stages  # noqa: E402
 from simulations.preflight import nodes_needed  # noqa: E402
 from simulations.server_app import load_runner  # noqa: E402
 
-#: summary.json keys that measure time or name the folder (never compared); the names of
-#: tests/_runs.WALL, which lists what the runners write
-WALL = frozenset(
-    {
-        "round_time_s",
-        "train_time_s",
-        "eval_time_s",
-        "wall_time_s",
-        "stage1_time_s",
-        "stage2_time_s",
-        "elapsed_s",
-        "wall_s",
-        "finetune_wall_s",
-        "sweep_wall_time_s",
-        "results_dir",
-    }
-)
+#: summary.json keys that measure time or name the folder (never compared)
+WALL = WALL_FIELDS
 
 
 class TimedGrid(InProcessGrid):

@@ -42,6 +42,28 @@ from flwr_semcom.accounting import CommLedger, atomic_write
 
 logger = logging.getLogger("flwr")  # Flower's logger, without importing flwr here
 
+#: Fields that measure wall time, by name (csv columns and json keys at any depth of the files
+#: the runners write), plus ``results_dir`` (the run's own folder): the only fields two runs of
+#: one seed may differ in. metrics.csv ``round_time_s``, ``wall_time_s`` (and ``train_time_s``,
+#: ``eval_time_s`` of split_supervised); summary.json ``elapsed_s``, ``wall_s``,
+#: ``stage1_time_s``, ``stage2_time_s``, ``finetune_wall_s``, ``sweep_wall_time_s``. Used by
+#: the determinism tests and ``benchmarks/main_floor.py``.
+WALL_FIELDS = frozenset(
+    {
+        "round_time_s",
+        "train_time_s",
+        "eval_time_s",
+        "wall_time_s",
+        "stage1_time_s",
+        "stage2_time_s",
+        "elapsed_s",
+        "wall_s",
+        "finetune_wall_s",
+        "sweep_wall_time_s",
+        "results_dir",
+    }
+)
+
 #: Files a run writes before it has results: a folder holding only these keeps nothing.
 STUB_FILES = frozenset({"config.yaml", "run.json"})
 _created: list[Path] = []  # folders made by new_run_dir in this process, oldest first

@@ -29,6 +29,7 @@ from flwr.clientapp import ClientApp
 from flwr_semcom.client_app import app as client_app
 from flwr_semcom.config import compose_config
 from flwr_semcom.inprocess import InProcessGrid
+from flwr_semcom.results import WALL_FIELDS
 from simulations.preflight import nodes_needed
 from simulations.server_app import load_runner
 
@@ -46,27 +47,10 @@ TINY: dict[str, str] = {
     "split_supervised": SPLIT_TINY,
 }
 
-#: Every field that measures time, by name: csv columns and json keys (at any depth) that may
-#: differ between two runs of the same seed; ``results_dir`` is the run's own folder. Checked
-#: against what the runners write: metrics.csv ``round_time_s``, ``wall_time_s`` (and
-#: ``train_time_s``, ``eval_time_s`` of split_supervised); summary.json
-#: ``elapsed_s``, ``wall_s``, ``stage1_time_s``, ``stage2_time_s``, ``finetune_wall_s``,
-#: ``sweep_wall_time_s`` (a name that is not written is harmless).
-WALL = frozenset(
-    {
-        "round_time_s",
-        "train_time_s",
-        "eval_time_s",
-        "wall_time_s",
-        "stage1_time_s",
-        "stage2_time_s",
-        "elapsed_s",
-        "wall_s",
-        "finetune_wall_s",
-        "sweep_wall_time_s",
-        "results_dir",
-    }
-)
+#: Every field that measures time (csv columns and json keys at any depth), plus
+#: ``results_dir``: the only fields two runs of the same seed may differ in
+#: (:data:`flwr_semcom.results.WALL_FIELDS`; a name that is not written is harmless).
+WALL = WALL_FIELDS
 #: table1.md has one row of measured wall times ("Measured wall time here (s)")
 MD_WALL_ROW = "wall time"
 

@@ -137,10 +137,11 @@ def test_timed_run_equals_the_plain_in_process_run(tmp_path: Path) -> None:
     assert main_floor.count_fields(plain) > 20
     methods = ("decur", "simclr", "barlow_twins", "none")
     assert [k for k in report if "/" in k] == [f"{m}/stage{i}" for m in methods for i in (1, 2)]
+    tol = 2e-3  # the report rounds each figure to the millisecond
     for name, row in report.items():
-        assert 0 <= row["client_s"] <= row["wall_s"] + 1e-9, name
-        assert row["floor_s"] <= row["wall_s"] + 1e-9, name
-        assert row["floor_s"] >= row["server_s"] + row["client_s"] / 2 - 1e-9, name
+        assert 0 <= row["client_s"] <= row["wall_s"] + tol, name
+        assert row["floor_s"] <= row["wall_s"] + tol, name
+        assert row["floor_s"] >= row["server_s"] + row["client_s"] / 2 - tol, name
     assert report["decur/stage1"]["messages"] > report["simclr/stage1"]["messages"] > 0
     json.dumps(report, allow_nan=False)  # strict JSON
 
@@ -163,7 +164,3 @@ def test_pair_check_times_each_modality_alone_and_beside_the_other() -> None:
     s = pair["slowdown_beside_other"]
     assert s["n"] == 2 and s["min"] == min(ratios) and s["max"] == max(ratios)
     assert all(t > 0 for r in pair["runs"] for t in r["pass_s"].values())
-
-
-def test_wall_fields_are_the_ones_the_determinism_tests_skip() -> None:
-    assert main_floor.WALL == _runs.WALL
