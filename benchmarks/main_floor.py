@@ -22,7 +22,8 @@ simulation run's, and a difference is listed (and fails the benchmark, exit 1).
 The floor assumes two nodes on two cores run as fast as one node alone. ``--pair-repeats N``
 checks that on this machine: one local Stage I pass of each modality (the main job's SimCLR
 pass, 1 torch thread, its own process), alone and both at once, interleaved, N repeats;
-``pair.slowdown`` is the median of (pass time beside the other) / (pass time alone).
+``pair.slowdown_beside_other`` is the median (min, max) of (pass time beside the other) /
+(pass time alone).
 
 Usage::
 
@@ -49,6 +50,7 @@ if str(ROOT) not in sys.path:
 
 from flwr.app import Message  # noqa: E402
 
+from benchmarks._split_probes import summarize  # noqa: E402
 from flwr_semcom.accounting import atomic_write  # noqa: E402
 from flwr_semcom.client_app import app as client_app  # noqa: E402
 from flwr_semcom.config import compose_config, split_overrides  # noqa: E402
@@ -57,9 +59,6 @@ from flwr_semcom.results import WALL_FIELDS  # noqa: E402
 from simulations.experiments import _paper1_stages  # noqa: E402
 from simulations.preflight import nodes_needed  # noqa: E402
 from simulations.server_app import load_runner  # noqa: E402
-
-#: summary.json keys that measure time or name the folder (never compared)
-WALL = WALL_FIELDS
 
 
 class TimedGrid(InProcessGrid):
@@ -184,11 +183,12 @@ def _label_stages(grid: TimedGrid) -> Callable[[], None]:
 
 
 def differences(a: Any, b: Any, path: str = "") -> list[str]:
-    """Paths where two summaries differ, :data:`WALL` keys skipped at any depth."""
+    """Paths where two summaries differ, :data:`~flwr_semcom.results.WALL_FIELDS` keys skipped at
+    any depth."""
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
         for k in sorted(set(a) | set(b)):
-            if k in WALL:
+            if k in WALL_FIELDS:
                 continue
             if k not in a or k not in b:
                 out.append(f"{path}/{k} (only in {'simulation' if k in b else 'in-process'})")
@@ -203,9 +203,9 @@ def differences(a: Any, b: Any, path: str = "") -> list[str]:
 
 
 def count_fields(value: Any) -> int:
-    """Leaf values of a summary, :data:`WALL` keys skipped."""
+    """Leaf values of a summary, :data:`~flwr_semcom.results.WALL_FIELDS` keys skipped."""
     if isinstance(value, dict):
-        return sum(count_fields(v) for k, v in value.items() if k not in WALL)
+        return sum(count_fields(v) for k, v in value.items() if k not in WALL_FIELDS)
     if isinstance(value, list):
         return sum(count_fields(v) for v in value)
     return 1
@@ -278,7 +278,6 @@ def pair_check(
     """One local Stage I pass per modality alone and both at once, interleaved (the order
     reversed every other repeat); the per-pass times and the median slowdown beside the other."""
     import multiprocessing as mp
-    import statistics
     from concurrent.futures import ProcessPoolExecutor
 
     ctx = mp.get_context("spawn")
@@ -312,12 +311,7 @@ def pair_check(
         "method": method,
         "repeats": repeats,
         "runs": runs,
-        "slowdown_beside_other": {
-            "median": statistics.median(ratios),
-            "min": min(ratios),
-            "max": max(ratios),
-            "n": len(ratios),
-        },
+        "slowdown_beside_other": summarize(ratios),
     }
 
 
